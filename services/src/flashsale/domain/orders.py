@@ -1,0 +1,42 @@
+"""Order states and the transitions allowed between them.
+
+A replayed message must never move an order backwards: PostgreSQL updates are conditional on the states
+listed here, and the Redis side applies each transition once. Standard library only.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class OrderStatus(enum.StrEnum):
+    PENDING = "pending"
+    CONFIRMED = "confirmed"
+    FAILED = "failed"
+    NEEDS_RECONCILIATION = "needs_reconciliation"
+
+
+FINAL = frozenset({OrderStatus.CONFIRMED, OrderStatus.FAILED})
+
+# new status -> the statuses an order may move to it from
+ALLOWED_FROM: dict[OrderStatus, frozenset[OrderStatus]] = {
+    OrderStatus.CONFIRMED: frozenset({OrderStatus.PENDING, OrderStatus.NEEDS_RECONCILIATION}),
+    OrderStatus.FAILED: frozenset({OrderStatus.PENDING, OrderStatus.NEEDS_RECONCILIATION}),
+    OrderStatus.NEEDS_RECONCILIATION: frozenset({OrderStatus.PENDING}),
+    OrderStatus.PENDING: frozenset(),
+}
+
+
+def can_transition(old: OrderStatus, new: OrderStatus) -> bool:
+    return old in ALLOWED_FROM[new]
+
+
+def holds_stock(status: OrderStatus) -> bool:
+    """Whether an order in this status keeps its units out of stock (everything but failed)."""
+    return status is not OrderStatus.FAILED
+
+
+class FailureReason(enum.StrEnum):
+    CARD_DECLINED = "card_declined"
+    PAYMENT_UNRESOLVED = "payment_unresolved"  # the gateway never confirmed a charge before the deadline
+    INVALID_ORDER = "invalid_order"

@@ -1,0 +1,68 @@
+"""Payment outcomes: how a gateway answer is classified, and how long to wait before the next attempt.
+
+Capped exponential backoff with full jitter, honouring Retry-After when the gateway gives one. Standard
+library and flashsale.errors only.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from dataclasses import dataclass
+
+
+class ChargeOutcome(enum.StrEnum):
+    SUCCEEDED = "succeeded"  # 2xx: the order is confirmed
+    DECLINED = "declined"  # 402: the order fails and its unit goes back to stock
+    RETRY = "retry"  # 429, 5xx, connection error: try again after a delay
+    UNKNOWN = "unknown"  # timeout: the charge may or may not exist; retry with the same key
+    INVALID = "invalid"  # any other 4xx: our request is wrong; retrying cannot help
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayAnswer:
+    """What one attempt saw: an HTTP status, or none (timeout/connection error)."""
+
+    status: int | None
+    retry_after_s: float | None = None
+    timed_out: bool = False
+
+
+def classify(answer: GatewayAnswer) -> ChargeOutcome:
+    if answer.status is None:
+        return ChargeOutcome.UNKNOWN if answer.timed_out else ChargeOutcome.RETRY
+    if 200 <= answer.status < 300:
+        return ChargeOutcome.SUCCEEDED
+    if answer.status == 402:
+        return ChargeOutcome.DECLINED
+    if answer.status in (408, 409, 425, 429) or answer.status >= 500:
+        return ChargeOutcome.RETRY
+    return ChargeOutcome.INVALID
+
+
+def backoff_delay(
+    attempt: int,
+    *,
+    base_s: float,
+    cap_s: float,
+    retry_after_s: float | None = None,
+    rng: random.Random | None = None,
+) -> float:
+    """Delay before attempt `attempt + 1` (attempt counts from 1): full jitter over base·2^(attempt-1),
+    capped; a Retry-After from the gateway is a floor (never wait less than it asked)."""
+    ceiling = min(cap_s, base_s * (2 ** max(0, attempt - 1)))
+    jittered = (rng or random).uniform(0, ceiling)
+    if retry_after_s is not None:
+        return max(jittered, retry_after_s)
+    return jittered
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Retry-After in seconds (delta-seconds form only; an HTTP date is treated as absent)."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return None
+    return seconds if seconds >= 0 else None
