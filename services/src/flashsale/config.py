@@ -1,9 +1,8 @@
 """Settings for every flashsale process: one object, built once in each main() and passed down.
 
-Env vars read like FLASHSALE_REDIS__URL (prefix FLASHSALE_, nested groups joined by __). The Helm chart's
-configmap renders exactly these names; the README's table is generated from this module (`flashsale env-doc`).
-Must not import anything from flashsale except errors.
-"""
+Env vars read like FLASHSALE_REDIS__URL (prefix FLASHSALE_, nested groups joined by __). The Helm
+chart's configmap renders exactly these names; the README's table is generated from this module
+(`flashsale env-doc`). Must not import anything from flashsale except errors."""
 
 from __future__ import annotations
 
@@ -16,8 +15,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEV_JWT_SECRET = "dev-only-secret-change-me-0123456789abcdef"
 DEV_DB_PASSWORD = "flashsale"
 
-# Ports of the embedded stores that `flashsale up` starts; uncommon on purpose so a developer's own Redis or
-# PostgreSQL on 6379/5432 does not collide with them.
+# Ports of the embedded stores that `flashsale up` starts; uncommon on purpose so a developer's own
+# Redis or PostgreSQL on 6379/5432 does not collide with them.
 EMBEDDED_REDIS_PORT = 16379
 EMBEDDED_POSTGRES_PORT = 15432
 
@@ -47,10 +46,12 @@ class GatewaySettings(BaseModel):
     """How the payment worker talks to the payment gateway."""
 
     url: str = Field(default="http://127.0.0.1:8002", description="payment gateway base URL")
-    # 4 s: above the default model's p99 (~3.8 s) so a healthy charge is rarely cut off; a hang is retried
-    # with the same Idempotency-Key, which the gateway deduplicates.
+    # 4 s: above the default model's p99 (~3.8 s) so a healthy charge is rarely cut off; a hang is
+    # retried with the same Idempotency-Key, which the gateway deduplicates.
     timeout_s: float = Field(default=4.0, gt=0, description="per-request timeout to the gateway")
-    max_attempts: int = Field(default=4, ge=1, description="charge attempts before needs_reconciliation")
+    max_attempts: int = Field(
+        default=4, ge=1, description="charge attempts before needs_reconciliation"
+    )
     backoff_base_s: float = Field(default=0.1, ge=0, description="first retry delay")
     backoff_cap_s: float = Field(default=2.0, ge=0, description="largest retry delay")
     concurrency: int = Field(default=200, ge=1, description="charges in flight per payment worker")
@@ -70,14 +71,22 @@ class ApiSettings(BaseModel):
     workers: int = Field(default=1, ge=1, description="uvicorn worker processes")
     rate_limit_user_per_s: float = Field(default=20.0, ge=0, description="per-user rate (0 = off)")
     rate_limit_user_burst: int = Field(default=20, ge=1, description="per-user burst")
-    rate_limit_addr_per_s: float = Field(default=2000.0, ge=0, description="per-address rate (0 = off)")
+    rate_limit_addr_per_s: float = Field(
+        default=2000.0, ge=0, description="per-address rate (0 = off)"
+    )
     rate_limit_addr_burst: int = Field(default=2000, ge=1, description="per-address burst")
     max_body_bytes: int = Field(default=16 * 1024, ge=1, description="request body limit")
     # 24 h as the contract promises; the reserve script extends it to outlive the sale.
-    idempotency_ttl_s: int = Field(default=24 * 3600, ge=86400, description="Idempotency-Key memory")
+    idempotency_ttl_s: int = Field(
+        default=24 * 3600, ge=86400, description="Idempotency-Key memory"
+    )
     # 100k entries ≈ 10 s of order-worker drain: past that, answering 503 is kinder than a slow 202.
-    max_queue_backlog: int = Field(default=100_000, ge=1, description="order queue bound before 503")
-    overloaded_retry_after_s: int = Field(default=2, ge=1, description="Retry-After on 503 overloaded")
+    max_queue_backlog: int = Field(
+        default=100_000, ge=1, description="order queue bound before 503"
+    )
+    overloaded_retry_after_s: int = Field(
+        default=2, ge=1, description="Retry-After on 503 overloaded"
+    )
     forwarded_allow_ips: str = Field(
         default="127.0.0.1", description="proxies whose X-Forwarded-For is trusted"
     )
@@ -97,16 +106,20 @@ class SseSettings(BaseModel):
 class WorkerSettings(BaseModel):
     host: str = Field(default="127.0.0.1", description="health/metrics bind address")
     order_port: int = Field(default=9101, ge=1, le=65535, description="order worker health port")
-    payment_port: int = Field(default=9102, ge=1, le=65535, description="payment worker health port")
+    payment_port: int = Field(
+        default=9102, ge=1, le=65535, description="payment worker health port"
+    )
     consumer: str = Field(default="", description="consumer name (default: hostname-pid)")
     batch_size: int = Field(default=500, ge=1, description="stream entries per read")
     block_ms: int = Field(default=1000, ge=1, description="XREADGROUP block time")
     # 30 s: longer than the slowest legitimate step, a charge with every retry (4 × 4 s + backoff).
     claim_idle_ms: int = Field(default=30_000, ge=1000, description="XAUTOCLAIM min idle time")
     reconcile_interval_s: float = Field(default=0.5, gt=0, description="reconciler poll interval")
-    # 60 s: a charge the gateway has not seen after a minute of retries is declared failed (and refunded
-    # by the sweep should it land later).
-    reconcile_deadline_s: float = Field(default=60.0, gt=0, description="give up on a payment after")
+    # 60 s: a charge the gateway has not seen after a minute of retries is declared failed (and
+    # refunded by the sweep should it land later).
+    reconcile_deadline_s: float = Field(
+        default=60.0, gt=0, description="give up on a payment after"
+    )
 
 
 class MockGatewaySettings(BaseModel):
@@ -121,6 +134,25 @@ class MockGatewaySettings(BaseModel):
     rate_limited_rate: float = Field(default=0.01, ge=0, le=1, description="share answered 429")
     hang_rate: float = Field(default=0.01, ge=0, le=1, description="share never answered")
     seed: int | None = Field(default=None, description="random seed for a repeatable run")
+    # One switch for load tests of everything but the gateway; the same as setting the four rates
+    # and latency_median_ms to 0.
+    fast: bool = Field(default=False, description="fast mode: every charge succeeds at once")
+    hang_charge_share: float = Field(
+        default=0.5, ge=0, le=1, description="share of hangs in which the charge is still made"
+    )
+    unavailable_retry_after_share: float = Field(
+        default=0.5, ge=0, le=1, description="share of 503 answers that carry Retry-After"
+    )
+    retry_after_s: int = Field(default=1, ge=0, description="Retry-After on 429 (and some 503)")
+    # 5 %: a processor's rate limiter and load balancer refuse at its edge, before any card-network
+    # round trip, so 429/503 come back in a few tens of milliseconds.
+    refusal_latency_share: float = Field(
+        default=0.05, ge=0, le=1, description="429/503 latency as a share of a sampled latency"
+    )
+    # 10 min: far past any client timeout, so only a forgotten connection ever reaches it.
+    hang_cap_s: float = Field(
+        default=600.0, gt=0, description="longest a hung request is held open (then 504)"
+    )
 
 
 class Settings(BaseSettings):
@@ -157,7 +189,8 @@ class Settings(BaseSettings):
             raise ValueError("FLASHSALE_AUTH__JWT_SECRET must be at least 32 characters")
         if f":{DEV_DB_PASSWORD}@" in self.postgres.dsn:
             raise ValueError(
-                f"FLASHSALE_POSTGRES__DSN uses the dev password; it is refused when FLASHSALE_ENV={self.env}"
+                "FLASHSALE_POSTGRES__DSN uses the dev password; "
+                f"it is refused when FLASHSALE_ENV={self.env}"
             )
         if not self.gateway.url:
             raise ValueError("FLASHSALE_GATEWAY__URL must be set")
