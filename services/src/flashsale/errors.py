@@ -1,8 +1,7 @@
 """The exception hierarchy of flashsale: domain outcomes, adapter failures and worker retry signals.
 
-Each domain error carries the stable machine-readable `code` of the contract; the API maps classes to HTTP
-statuses in one handler (api/problems.py). Imports nothing from flashsale.
-"""
+Each domain error carries the stable machine-readable `code` of the contract; the API maps classes
+to HTTP statuses in one handler (api/problems.py). Imports nothing from flashsale."""
 
 from __future__ import annotations
 
@@ -19,7 +18,7 @@ class FlashSaleError(Exception):
         self.detail = detail or (self.__class__.__doc__ or self.code).strip()
 
 
-# --- Sales and purchases -----------------------------------------------------------------------------
+# --- Sales and purchases --------------------------------------------------------------------------
 
 
 class SaleNotFound(FlashSaleError):
@@ -74,13 +73,17 @@ class OrderNotFound(FlashSaleError):
     code = "order_not_found"
 
 
-class InvalidSale(FlashSaleError):
-    """The sale definition is invalid."""
+class InvalidRequest(FlashSaleError):
+    """The request is not valid."""
 
     code = "invalid_request"
 
 
-# --- Idempotency ----------------------------------------------------------------------------------------
+class InvalidSale(InvalidRequest):
+    """The sale definition is invalid."""
+
+
+# --- Idempotency ----------------------------------------------------------------------------------
 
 
 class DuplicateRequest(FlashSaleError):
@@ -117,7 +120,7 @@ class IdempotencyKeyRequired(FlashSaleError):
     code = "idempotency_key_required"
 
 
-# --- Load and limits -------------------------------------------------------------------------------
+# --- Load and limits ------------------------------------------------------------------------------
 
 
 class Throttled(FlashSaleError):
@@ -143,7 +146,7 @@ class Overloaded(Throttled):
     code = "overloaded"
 
 
-# --- Auth ----------------------------------------------------------------------------------------------
+# --- Auth -----------------------------------------------------------------------------------------
 
 
 class Unauthenticated(FlashSaleError):
@@ -170,7 +173,7 @@ class InvalidCredentials(FlashSaleError):
     code = "invalid_credentials"
 
 
-# --- Infrastructure ------------------------------------------------------------------------------------
+# --- Infrastructure -------------------------------------------------------------------------------
 
 
 class StoreUnavailable(FlashSaleError):
@@ -179,7 +182,7 @@ class StoreUnavailable(FlashSaleError):
     code = "store_unavailable"
 
 
-# --- Worker retry signals (STYLE 13) -------------------------------------------------------------------
+# --- Worker retry signals (STYLE 13) --------------------------------------------------------------
 
 
 class TransientError(FlashSaleError):

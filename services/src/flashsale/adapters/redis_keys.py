@@ -1,11 +1,10 @@
 """Every Redis key and channel name flashsale uses, in one place.
 
-All keys of one sale share the hash tag {sale_id}, so a sale's keys live in one cluster slot and one Lua
-script can touch them all. The two work streams are global on purpose: KEDA's redis-streams trigger watches
-one stream per trigger, and a worker reads all sales in one XREADGROUP (see README "Design notes").
-Sale ids match domain.sales.SALE_ID_RE and user ids match api auth's USER_ID_RE, so neither contains ':',
-'{' or '}' and the names below are unambiguous.
-"""
+All keys of one sale share the hash tag {sale_id}, so a sale's keys live in one cluster slot and one
+Lua script can touch them all. The two work streams are global on purpose: KEDA's redis-streams
+trigger watches one stream per trigger, and a worker reads all sales in one XREADGROUP (see README
+"Design notes"). Sale ids match domain.sales.SALE_ID_RE and user ids match api auth's USER_ID_RE, so
+neither contains ':', '{' or '}' and the names below are unambiguous."""
 
 from __future__ import annotations
 
@@ -20,6 +19,11 @@ PAYMENT_GROUP = "payment-workers"
 ORDER_EVENTS = f"{PREFIX}:events:orders"  # pub/sub: order status changes, for /v1/me/events
 SALE_EVENTS_PATTERN = f"{PREFIX}:{{*}}:events"  # pub/sub pattern over every sale's channel
 RECONCILER_LOCK = f"{PREFIX}:lock:reconciler"
+
+
+def placed_order(order_id: str) -> str:
+    """String: a just-reserved order's summary, until the order worker has written its row."""
+    return f"{PREFIX}:po:{order_id}"
 
 
 def user_rate(user_id: str) -> str:

@@ -1,8 +1,7 @@
 """Time-ordered order ids (UUIDv7, RFC 9562), made in the API so no store round trip is needed.
 
-Python 3.11 has no uuid.uuid7(); this is the RFC layout: 48-bit Unix ms, version, 12 random bits, variant,
-62 random bits. Standard library only.
-"""
+Python 3.11 has no uuid.uuid7(); this is the RFC layout: 48-bit Unix ms, version, 12 random bits,
+variant, 62 random bits. Standard library only."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""The four invariants of CONTRACT.md, evaluated over counts already read from Redis, PostgreSQL and the
-gateway. Pure: `flashsale verify` gathers the facts, this module judges them. Standard library only.
-"""
+"""The four invariants of CONTRACT.md, evaluated over counts already read from Redis, PostgreSQL and
+the gateway. Pure: `flashsale verify` gathers the facts, this module judges them. Standard library
+only."""
 
 from __future__ import annotations
 
@@ -125,8 +125,8 @@ def check_charges(facts: SaleFacts) -> Check:
     if unpaid:
         problems.append(f"{len(unpaid)} confirmed orders without a succeeded charge")
     unrefunded = {oid for oid in succeeded if oid in orders and orders[oid].status != "confirmed"}
-    # An order still pending or in reconciliation may legitimately hold a charge we have not settled yet;
-    # only charges of failed orders must have been refunded.
+    # An order still pending or in reconciliation may legitimately hold a charge we have not settled
+    # yet; only charges of failed orders must have been refunded.
     unrefunded = {oid for oid in unrefunded if orders[oid].status == "failed"}
     if unrefunded:
         problems.append(f"{len(unrefunded)} succeeded charges of failed orders not refunded")

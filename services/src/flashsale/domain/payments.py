@@ -1,8 +1,8 @@
-"""Payment outcomes: how a gateway answer is classified, and how long to wait before the next attempt.
+"""Payment outcomes: how a gateway answer is classified, and how long to wait before the next
+attempt.
 
-Capped exponential backoff with full jitter, honouring Retry-After when the gateway gives one. Standard
-library and flashsale.errors only.
-"""
+Capped exponential backoff with full jitter, honouring Retry-After when the gateway gives one.
+Standard library and flashsale.errors only."""
 
 from __future__ import annotations
 
@@ -48,8 +48,9 @@ def backoff_delay(
     retry_after_s: float | None = None,
     rng: random.Random | None = None,
 ) -> float:
-    """Delay before attempt `attempt + 1` (attempt counts from 1): full jitter over base·2^(attempt-1),
-    capped; a Retry-After from the gateway is a floor (never wait less than it asked)."""
+    """Delay before attempt `attempt + 1` (attempt counts from 1): full jitter over
+    base·2^(attempt-1), capped; a Retry-After from the gateway is a floor (never wait less than it
+    asked)."""
     ceiling = min(cap_s, base_s * (2 ** max(0, attempt - 1)))
     jittered = (rng or random).uniform(0, ceiling)
     if retry_after_s is not None:

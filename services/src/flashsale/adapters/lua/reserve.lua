@@ -4,44 +4,28 @@
 -- rate-limit state: stock -qty, holds +qty, counters, XADD to the order stream, the stored answer,
 -- and a PUBLISH of the new stock (subscribers derive sold_out from remaining == 0).
 --
--- KEYS: 1 sale hash, 2 holds hash, 3 idempotency key, 4 user rate key, 5 address rate key, 6 order stream
+-- KEYS: 1 sale hash, 2 holds hash, 3 idempotency key, 4 user rate key, 5 address rate key, 6 order stream,
+--       7 placed-order key (lets GET /v1/orders/{id} answer before the order worker has written the row)
 -- ARGV: 1 user_id, 2 qty, 3 fingerprint, 4 order_id, 5 answer body (JSON), 6 idempotency ttl ms,
 --       7 user interval ms (0 = no limit), 8 user burst, 9 addr interval ms (0 = no limit), 10 addr burst,
---       11 max backlog, 12 overloaded Retry-After s, 13 sale_id, 14 Idempotency-Key, 15 events channel
+--       11 max backlog, 12 overloaded Retry-After s, 13 sale_id, 14 Idempotency-Key, 15 events channel,
+--       16 placed-order ttl ms
 -- Reply: {code, payload}: 0 reserved {0, body}; 1 replay {1, body}; 3 rate limited {3, retry_after_s};
 --        7 not open {7, opens_ms}; 8 overloaded {8, retry_after_s}; others {code}.
 
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 
-local sale = redis.call('HMGET', KEYS[1], 'initial', 'remaining', 'opens', 'closes', 'limit', 'closed',
-                        'price', 'deleting')
-if not sale[1] or sale[8] == '1' then
+local sale = redis.call('HMGET', KEYS[1], 'initial', 'remaining', 'opens', 'closes', 'limit', 'price',
+                        'deleting')
+if not sale[1] or sale[7] == '1' then
   return {2}
 end
 
--- Generic cell rate algorithm: one key per subject holding the theoretical arrival time (ms).
-local function gcra_wait(key, interval, burst)
-  if interval <= 0 then return 0, 0 end
-  local tat = tonumber(redis.call('GET', key) or '0')
-  if tat < now then tat = now end
-  local tolerance = interval * (burst - 1)
-  if tat - now > tolerance then
-    return tat - now - tolerance, tat
-  end
-  return 0, tat + interval
+local retry_after = rate_limit(KEYS[4], tonumber(ARGV[7]), tonumber(ARGV[8]), KEYS[5], tonumber(ARGV[9]),
+                               tonumber(ARGV[10]), now)
+if retry_after > 0 then
+  return {3, retry_after}
 end
-
-local user_interval = tonumber(ARGV[7])
-local addr_interval = tonumber(ARGV[9])
-local wait_u, tat_u = gcra_wait(KEYS[4], user_interval, tonumber(ARGV[8]))
-local wait_a, tat_a = gcra_wait(KEYS[5], addr_interval, tonumber(ARGV[10]))
-local wait = math.max(wait_u, wait_a)
-if wait > 0 then
-  return {3, math.ceil(wait / 1000)}
-end
-if user_interval > 0 then redis.call('SET', KEYS[4], tat_u, 'PX', tat_u - now + 1000) end
-if addr_interval > 0 then redis.call('SET', KEYS[5], tat_a, 'PX', tat_a - now + 1000) end
 
 -- Idempotency: a finished key returns its stored answer; a different body under the same key is refused.
 local stored = redis.call('GET', KEYS[3])
@@ -55,7 +39,7 @@ end
 
 local opens = tonumber(sale[3])
 local closes = tonumber(sale[4])
-if sale[6] == '1' or now >= closes then
+if now >= closes then
   return {6}
 end
 if now < opens then
@@ -84,7 +68,10 @@ redis.call('HINCRBY', KEYS[1], 'accepted', 1)
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
 
 redis.call('XADD', KEYS[6], '*', 'o', ARGV[4], 's', ARGV[13], 'u', ARGV[1], 'q', ARGV[2],
-           'p', sale[7], 'k', ARGV[14], 't', now)
+           'p', sale[6], 'k', ARGV[14], 't', now)
+
+redis.call('SET', KEYS[7], '{"sale_id":"' .. ARGV[13] .. '","user_id":"' .. ARGV[1] .. '","quantity":'
+           .. ARGV[2] .. ',"unit_price":"' .. sale[6] .. '","created_at":' .. now .. '}', 'PX', ARGV[16])
 
 -- Remember the answer at least as long as the sale lives, plus the promised 24 h.
 local ttl = math.max(tonumber(ARGV[6]), closes - now + tonumber(ARGV[6]))

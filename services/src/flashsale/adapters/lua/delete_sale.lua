@@ -1,0 +1,26 @@
+-- delete_sale.lua: DELETE /v1/admin/sales/{id}. Closes the sale and marks it deleted at once (every read
+-- and purchase answers 404 from now on), then frees its keys if no order of it is still unsettled;
+-- otherwise purge_sale.lua frees them later, when the last order settles.
+--
+-- KEYS: 1 sale hash, 2 live-sales set, 3 holds hash, 4 order-states hash
+-- ARGV: 1 sale_id, 2 events channel
+-- Reply: -1 no such sale (or already deleted); 0 marked, purge pending; 1 marked and purged
+
+local s = redis.call('HMGET', KEYS[1], 'deleting', 'closes')
+if not s[2] or s[1] == '1' then
+  return -1
+end
+local now = now_ms()
+if tonumber(s[2]) > now then
+  redis.call('HSET', KEYS[1], 'closes', now)
+end
+redis.call('HSET', KEYS[1], 'deleting', '1')
+redis.call('PUBLISH', ARGV[2], '{"type":"deleted"}')
+local open = tonumber(redis.call('HGET', KEYS[1], 'pending') or '0')
+           + tonumber(redis.call('HGET', KEYS[1], 'nr') or '0')
+if open > 0 then
+  return 0
+end
+redis.call('DEL', KEYS[1], KEYS[3], KEYS[4])
+redis.call('SREM', KEYS[2], ARGV[1])
+return 1

@@ -1,0 +1,87 @@
+"""Bearer tokens: HS256 JWTs with `sub` (user id), `exp` and an optional `role`.
+
+The algorithm is pinned to HS256: `none` and every other algorithm are refused. Verified tokens are
+cached by their exact text until they expire, so a client that reuses its token (every real one
+does) costs one dict lookup instead of an HMAC and a JSON parse per request."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+
+import jwt
+
+from flashsale import errors
+from flashsale.config import AuthSettings
+
+ALGORITHM = "HS256"
+ADMIN_ROLE = "admin"
+USER_ID_RE = re.compile(r"^[A-Za-z0-9._@-]{1,128}$")
+# 100k entries ≈ 30 MB at most: one per distinct live token, the crowd of a large sale.
+CACHE_MAX = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    user_id: str
+    is_admin: bool
+    expires_at: float
+
+
+class TokenVerifier:
+    def __init__(self, settings: AuthSettings) -> None:
+        self._secret = settings.jwt_secret
+        self._leeway = settings.leeway_s
+        self._cache: dict[str, Principal] = {}
+
+    def verify(self, token: str) -> Principal:
+        now = time.time()
+        cached = self._cache.get(token)
+        if cached is not None:
+            if cached.expires_at + self._leeway > now:
+                return cached
+            del self._cache[token]
+        principal = self._decode(token)
+        if len(self._cache) >= CACHE_MAX:
+            self._cache.clear()  # simpler than LRU and just as good: live tokens come back at once
+        self._cache[token] = principal
+        return principal
+
+    def _decode(self, token: str) -> Principal:
+        try:
+            claims = jwt.decode(
+                token,
+                self._secret,
+                algorithms=[ALGORITHM],
+                leeway=self._leeway,
+                options={"require": ["exp", "sub"]},
+            )
+        except jwt.InvalidTokenError as e:
+            raise errors.Unauthenticated(f"invalid bearer token: {e}") from e
+        sub = claims.get("sub")
+        if not isinstance(sub, str) or not USER_ID_RE.fullmatch(sub):
+            raise errors.Unauthenticated(
+                "the token's sub must be a user id (1-128 of A-Za-z0-9._@-)"
+            )
+        return Principal(
+            user_id=sub,
+            is_admin=claims.get("role") == ADMIN_ROLE,
+            expires_at=float(claims["exp"]),
+        )
+
+
+def mint(
+    settings: AuthSettings, *, user_id: str, admin: bool = False, ttl_s: int | None = None
+) -> str:
+    if not USER_ID_RE.fullmatch(user_id):
+        raise ValueError("user id must be 1-128 characters of A-Za-z0-9._@-")
+    now = int(time.time())
+    claims: dict[str, object] = {
+        "sub": user_id,
+        "iat": now,
+        "exp": now + (ttl_s if ttl_s is not None else settings.token_ttl_s),
+    }
+    if admin:
+        claims["role"] = ADMIN_ROLE
+    return jwt.encode(claims, settings.jwt_secret, algorithm=ALGORITHM)

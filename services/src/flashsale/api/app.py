@@ -1,0 +1,62 @@
+"""The API application: builds the adapters once per process (lifespan), wires the routes, the
+problem handlers and the body limit. `create_app(settings)` is the only constructor; `__main__` runs
+it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from flashsale import __version__
+from flashsale.adapters import pg
+from flashsale.adapters.redis_stock import RedisStock, connect
+from flashsale.adapters.tokens import TokenVerifier
+from flashsale.api import problems
+from flashsale.api.deps import Services
+from flashsale.api.middleware import BodyLimit
+from flashsale.api.routes import admin, auth, health, orders, purchase, sales
+from flashsale.config import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        redis = connect(settings.redis)
+        pool = await pg.create_pool(settings.postgres)
+        app.state.services = Services(
+            settings=settings,
+            stock=RedisStock(redis, api=settings.api),
+            pg=pg.PgStore(pool),
+            tokens=TokenVerifier(settings.auth),
+        )
+        try:
+            yield
+        finally:
+            await pool.close()
+            await redis.aclose()
+
+    app = FastAPI(
+        title="flashsale API",
+        version=__version__,
+        summary="Purchase, orders, sales and admin of the flash-sale platform.",
+        lifespan=lifespan,
+    )
+    problems.install(app)
+    for module in (purchase, sales, orders, admin, auth, health):
+        app.include_router(module.router)
+    app.add_middleware(BodyLimit, max_bytes=settings.api.max_body_bytes)
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """Factory for uvicorn's worker processes: each builds its own settings and adapters."""
+    from flashsale.logs import setup
+
+    settings = Settings()
+    setup(settings, process_name="api")
+    return create_app(settings)
