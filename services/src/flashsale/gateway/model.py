@@ -23,9 +23,9 @@ from typing import Any
 # sigma = ln(r) / z.
 Z_95 = NormalDist().inv_cdf(0.95)
 _STANDARD_NORMAL = NormalDist()
-# random() may return exactly 0.0, whose inverse CDF is -inf; the smallest double above it keeps the
-# draw finite.
+# The inverse CDF is infinite at 0 and 1 (random() may return exactly 0.0): clamp into (0, 1).
 _TINY = math.ulp(0.0)
+_BELOW_ONE = math.nextafter(1.0, 0.0)
 # Outcome rates are added up; allow float rounding (0.05 + 0.02 + ...) to overshoot 1 by this much.
 _RATE_SUM_SLACK = 1e-9
 
@@ -189,7 +189,7 @@ class Sampler:
         model = self.model
         if model.latency_median_ms <= 0:
             return 0.0
-        z = _STANDARD_NORMAL.inv_cdf(min(max(u, _TINY), 1 - _TINY))
+        z = _STANDARD_NORMAL.inv_cdf(min(max(u, _TINY), _BELOW_ONE))
         return math.exp(model.mu + model.sigma * z)
 
     def draw(self) -> Draw:
