@@ -4,7 +4,7 @@ SHELL := /bin/bash
 
 PYTHON ?= python3
 UV_VERSION := 0.13.9
-sources = services/src services/tests operator/src operator/tests
+sources = conftest.py services/src services/tests operator/src operator/tests
 VENV := .venv
 BIN := $(VENV)/bin
 # uv: the one on PATH if there is one, else a private copy installed from PyPI into .tools/.

@@ -1,6 +1,6 @@
 """Shared pytest setup for services/ and operator/: the e2e switch, and the real stores every
-integration test runs against (embedded Valkey and PostgreSQL, started once per session on free ports;
-FLASHSALE_TEST_REDIS_URL / FLASHSALE_TEST_POSTGRES_DSN point them at existing servers instead)."""
+integration test runs against: embedded Valkey and PostgreSQL, started once per session on free
+ports (FLASHSALE_TEST_REDIS_URL / FLASHSALE_TEST_POSTGRES_DSN point them at existing servers)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,11 @@ import secrets
 import shutil
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from flashsale.local.embedded import EmbeddedPostgres, EmbeddedValkey, free_port
+from flashsale.local.embedded import EmbeddedPostgres, EmbeddedValkey, Stores, free_port
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -24,18 +23,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if config.getoption("--with-e2e"):
         return
-    skip = pytest.mark.skip(reason="needs a Kubernetes cluster: run with --with-e2e after `make up`")
+    skip = pytest.mark.skip(reason="needs a Kubernetes cluster: --with-e2e after `make up`")
     for item in items:
         if "e2e" in item.keywords:
             item.add_marker(skip)
-
-
-@dataclass(frozen=True)
-class Stores:
-    redis_url: str
-    postgres_dsn: str
-    valkey: EmbeddedValkey | None = None
-    postgres: EmbeddedPostgres | None = None
 
 
 @pytest.fixture(scope="session")
@@ -49,7 +40,7 @@ def stores() -> Iterator[Stores]:
             valkey = EmbeddedValkey(root / "valkey", free_port()).start()
             redis_url = valkey.url
         if not dsn:
-            # fsync off: test data is throwaway; durability is shown by the crash tests and the benchmark.
+            # fsync off: test data is throwaway; the crash tests and the benchmark show durability.
             postgres = EmbeddedPostgres(root / "pg" / "data", free_port(), fsync=False).start()
             dsn = postgres.create_database(f"test_{secrets.token_hex(4)}")
         yield Stores(redis_url, dsn, valkey, postgres)

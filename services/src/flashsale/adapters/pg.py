@@ -253,35 +253,40 @@ class PgStore:
         if not orders:
             return 0
         async with unavailable_on_error("insert orders"), self.pool.acquire() as conn:
-            inserted = await conn.fetchval(
-                """WITH input AS (
-                       SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[],
-                                            $5::numeric[], $6::text[], $7::timestamptz[])
-                           AS t(order_id, sale_id, user_id, quantity, unit_price, idem, created_at)
-                   ), ins AS (
-                       INSERT INTO orders (order_id, sale_id, user_id, quantity, unit_price,
-                                           idempotency_key, created_at)
-                       SELECT order_id, sale_id, user_id, quantity, unit_price, idem, created_at
-                       FROM input
-                       ON CONFLICT DO NOTHING
-                       RETURNING sale_id, quantity
-                   ), per_sale AS (
-                       SELECT sale_id, sum(quantity) AS units, count(*) AS n
-                       FROM ins GROUP BY sale_id
-                   ), upd AS (
-                       UPDATE sales s SET sold = s.sold + p.units
-                       FROM per_sale p WHERE s.sale_id = p.sale_id
-                       RETURNING p.n
-                   )
-                   SELECT coalesce(sum(n), 0)::int FROM upd""",
-                [uuid.UUID(o.order_id) for o in orders],
-                [o.sale_id for o in orders],
-                [o.user_id for o in orders],
-                [o.quantity for o in orders],
-                [o.unit_price for o in orders],
-                [o.idempotency_key for o in orders],
-                [o.created_at for o in orders],
-            )
+            try:
+                inserted = await conn.fetchval(
+                    """WITH input AS (
+                           SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[],
+                                                $5::numeric[], $6::text[], $7::timestamptz[])
+                               AS t(order_id, sale_id, user_id, quantity, unit_price, idem,
+                                    created_at)
+                       ), ins AS (
+                           INSERT INTO orders (order_id, sale_id, user_id, quantity, unit_price,
+                                               idempotency_key, created_at)
+                           SELECT order_id, sale_id, user_id, quantity, unit_price, idem, created_at
+                           FROM input
+                           ON CONFLICT DO NOTHING
+                           RETURNING sale_id, quantity
+                       ), per_sale AS (
+                           SELECT sale_id, sum(quantity) AS units, count(*) AS n
+                           FROM ins GROUP BY sale_id
+                       ), upd AS (
+                           UPDATE sales s SET sold = s.sold + p.units
+                           FROM per_sale p WHERE s.sale_id = p.sale_id
+                           RETURNING p.n
+                       )
+                       SELECT coalesce(sum(n), 0)::int FROM upd""",
+                    [uuid.UUID(o.order_id) for o in orders],
+                    [o.sale_id for o in orders],
+                    [o.user_id for o in orders],
+                    [o.quantity for o in orders],
+                    [o.unit_price for o in orders],
+                    [o.idempotency_key for o in orders],
+                    [o.created_at for o in orders],
+                )
+            except asyncpg.IntegrityConstraintViolationError as e:
+                # An unknown sale (foreign key) or the oversell guard (CHECK sold <= stock).
+                raise errors.PermanentError(f"{type(e).__name__}: {e}") from e
         return int(inserted)
 
     async def existing_order_ids(self, order_ids: Sequence[str]) -> set[str]:

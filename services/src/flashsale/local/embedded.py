@@ -41,6 +41,16 @@ VALKEY_CONFIG = {
 }
 
 
+@dataclass(frozen=True)
+class Stores:
+    """Where the stores are (and the embedded servers, when we started them ourselves)."""
+
+    redis_url: str
+    postgres_dsn: str
+    valkey: EmbeddedValkey | None = None
+    postgres: EmbeddedPostgres | None = None
+
+
 class PortInUse(RuntimeError):
     """A port we were asked to listen on is already taken."""
 

@@ -1,0 +1,2 @@
+"""The background workers: order (stream -> PostgreSQL) and payment (gateway charges,
+reconciliation)."""
