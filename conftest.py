@@ -1,19 +1,31 @@
-"""Shared pytest setup for services/ and operator/: the e2e switch, and the real stores every
-integration test runs against: embedded Valkey and PostgreSQL, started once per session on free
-ports (FLASHSALE_TEST_REDIS_URL / FLASHSALE_TEST_POSTGRES_DSN point them at existing servers)."""
+"""Shared pytest setup for services/ and operator/: the e2e switch, the real stores every
+integration test runs against (embedded Valkey and PostgreSQL, started once per session on free
+ports; FLASHSALE_TEST_REDIS_URL / FLASHSALE_TEST_POSTGRES_DSN point them at existing servers), a
+clean slate per test, and the real servers (API, mock gateway, workers) on free ports.
+
+The only fake in the whole suite is the payment gateway, and it is the project's own mock gateway
+service, run for real. Helpers live in flashsale.testing so both test trees can import them.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import asyncpg
+import httpx
 import pytest
+import redis.asyncio as aioredis
 
+from flashsale.adapters import pg
+from flashsale.config import Settings
 from flashsale.local.embedded import EmbeddedPostgres, EmbeddedValkey, Stores, free_port
+from flashsale.testing import ServerThread, Workers, bearer, make_settings, start_workers
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -50,3 +62,74 @@ def stores() -> Iterator[Stores]:
         if valkey is not None:
             valkey.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def migrated(stores: Stores) -> Stores:
+    asyncio.run(pg.migrate(stores.postgres_dsn))
+    return stores
+
+
+async def wipe(stores: Stores) -> None:
+    client = aioredis.Redis.from_url(stores.redis_url)
+    try:
+        await client.flushdb()
+    finally:
+        await client.aclose()
+    conn = await asyncpg.connect(stores.postgres_dsn)
+    try:
+        await conn.execute(
+            "TRUNCATE payment_attempts, orders, sales, users RESTART IDENTITY CASCADE"
+        )
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def clean(migrated: Stores) -> Stores:
+    """Empty Redis and PostgreSQL before the test (and leave them for inspection after)."""
+    await wipe(migrated)
+    return migrated
+
+
+@pytest.fixture
+def settings(clean: Stores) -> Settings:
+    return make_settings(clean)
+
+
+@pytest.fixture
+def gateway(settings: Settings) -> Iterator[ServerThread]:
+    from flashsale.gateway.app import create_app
+
+    with ServerThread(create_app(settings), port=settings.mock.port) as server:
+        yield server
+
+
+@pytest.fixture
+def api(settings: Settings) -> Iterator[ServerThread]:
+    from flashsale.api.app import create_app
+
+    with ServerThread(create_app(settings), port=settings.api.port) as server:
+        yield server
+
+
+@pytest.fixture
+def workers(settings: Settings, request: pytest.FixtureRequest) -> Iterator[Workers]:
+    request.getfixturevalue("gateway")  # the payment worker needs its gateway up first
+    running = start_workers(settings)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+async def client(api: ServerThread) -> AsyncIterator[httpx.AsyncClient]:
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+    async with httpx.AsyncClient(base_url=api.url, timeout=15.0, limits=limits) as http:
+        yield http
+
+
+@pytest.fixture
+def admin_headers(settings: Settings) -> dict[str, str]:
+    return bearer(settings, "admin-1", admin=True)

@@ -1,8 +1,7 @@
-"""Fixtures for the services' tests: settings pointed at the session's real stores, a clean slate
-per test, and real servers (uvicorn on free ports in threads, workers in threads with own loops).
-
-The only fake in the whole suite is the payment gateway, and it is the project's own mock gateway
-service, run for real.
+"""Test support shared by the services' and the operator's test suites (and usable by anyone
+embedding flashsale in their own tests): settings for given stores, real servers on free ports in
+threads, workers on their own loops, tokens. Imports the entry points lazily; nothing imports this
+module outside tests.
 """
 
 from __future__ import annotations
@@ -11,17 +10,14 @@ import asyncio
 import secrets
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import asyncpg
 import httpx
-import pytest
-import redis.asyncio as aioredis
 import uvicorn
 
-from flashsale.adapters import pg
 from flashsale.adapters.tokens import mint
 from flashsale.config import Settings
 from flashsale.local.embedded import Stores, free_port
@@ -76,39 +72,6 @@ def make_settings(stores: Stores, **overrides: Any) -> Settings:
     base["api"]["url"] = f"http://127.0.0.1:{base['api']['port']}"
     base["gateway"]["url"] = f"http://127.0.0.1:{base['mock']['port']}"
     return Settings(**base)
-
-
-@pytest.fixture(scope="session")
-def migrated(stores: Stores) -> Stores:
-    asyncio.run(pg.migrate(stores.postgres_dsn))
-    return stores
-
-
-async def _wipe(stores: Stores) -> None:
-    client = aioredis.Redis.from_url(stores.redis_url)
-    try:
-        await client.flushdb()
-    finally:
-        await client.aclose()
-    conn = await asyncpg.connect(stores.postgres_dsn)
-    try:
-        await conn.execute(
-            "TRUNCATE payment_attempts, orders, sales, users RESTART IDENTITY CASCADE"
-        )
-    finally:
-        await conn.close()
-
-
-@pytest.fixture
-async def clean(migrated: Stores) -> Stores:
-    """Empty Redis and PostgreSQL before the test (and leave them for inspection after)."""
-    await _wipe(migrated)
-    return migrated
-
-
-@pytest.fixture
-def settings(clean: Stores) -> Settings:
-    return make_settings(clean)
 
 
 # --- servers in threads ---------------------------------------------------------------------------
@@ -185,22 +148,6 @@ class LoopThread:
             raise self.error
 
 
-@pytest.fixture
-def gateway(settings: Settings) -> Iterator[ServerThread]:
-    from flashsale.gateway.app import create_app
-
-    with ServerThread(create_app(settings), port=settings.mock.port) as server:
-        yield server
-
-
-@pytest.fixture
-def api(settings: Settings) -> Iterator[ServerThread]:
-    from flashsale.api.app import create_app
-
-    with ServerThread(create_app(settings), port=settings.api.port) as server:
-        yield server
-
-
 @dataclass
 class Workers:
     order: LoopThread
@@ -220,16 +167,6 @@ def start_workers(settings: Settings) -> Workers:
     )
 
 
-@pytest.fixture
-def workers(settings: Settings, request: pytest.FixtureRequest) -> Iterator[Workers]:
-    request.getfixturevalue("gateway")  # the payment worker needs its gateway up first
-    running = start_workers(settings)
-    try:
-        yield running
-    finally:
-        running.stop()
-
-
 # --- clients -------------------------------------------------------------------------------------
 
 
@@ -237,13 +174,63 @@ def bearer(settings: Settings, user_id: str, *, admin: bool = False) -> dict[str
     return {"Authorization": f"Bearer {mint(settings.auth, user_id=user_id, admin=admin)}"}
 
 
-@pytest.fixture
-async def client(api: ServerThread) -> AsyncIterator[httpx.AsyncClient]:
-    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
-    async with httpx.AsyncClient(base_url=api.url, timeout=15.0, limits=limits) as http:
-        yield http
+# --- HTTP helpers ---------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def admin_headers(settings: Settings) -> dict[str, str]:
-    return bearer(settings, "admin-1", admin=True)
+async def create_sale(
+    client: httpx.AsyncClient,
+    admin: dict[str, str],
+    *,
+    stock: int,
+    sale_id: str | None = None,
+    opens_in_s: float = -1.0,
+    duration_s: float = 300.0,
+    per_user_limit: int = 1,
+) -> str:
+    sale_id = sale_id or random_sale_id()
+    opens_at = datetime.now(UTC) + timedelta(seconds=opens_in_s)
+    response = await client.put(
+        f"/v1/admin/sales/{sale_id}",
+        headers=admin,
+        json={
+            "name": "Test sneaker",
+            "price": "49.99",
+            "stock": stock,
+            "opens_at": opens_at.isoformat(),
+            "closes_at": (opens_at + timedelta(seconds=duration_s)).isoformat(),
+            "per_user_limit": per_user_limit,
+        },
+    )
+    assert response.status_code == 201, response.text
+    return sale_id
+
+
+async def buy(
+    client: httpx.AsyncClient, settings: Settings, sale_id: str, user_id: str, key: str
+) -> httpx.Response:
+    return await client.post(
+        f"/v1/sales/{sale_id}/orders",
+        headers={**bearer(settings, user_id), "Idempotency-Key": key},
+        json={"quantity": 1},
+    )
+
+
+async def wait_for_status(
+    client: httpx.AsyncClient,
+    headers: dict[str, str],
+    order_id: str,
+    statuses: set[str],
+    *,
+    timeout_s: float = 20.0,
+) -> dict[str, object]:
+    """Poll GET /v1/orders/{id} until the order reaches one of `statuses` (AssertionError after
+    `timeout_s`)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        response = await client.get(f"/v1/orders/{order_id}", headers=headers)
+        doc: dict[str, object] = response.json()
+        if response.status_code == 200 and doc["status"] in statuses:
+            return doc
+        if time.monotonic() > deadline:
+            raise AssertionError(f"order {order_id} did not reach {statuses}: {doc}")
+        await asyncio.sleep(0.05)
