@@ -1,2 +1,2 @@
-"""The operator's tests: a package, so pytest imports them as `tests.*` and never as `operator.*` (which would
-replace the stdlib `operator` module for the whole session)."""
+"""The operator's tests. A package, so that pytest imports them as `tests.*`: under the name
+`operator.*` they would replace the stdlib `operator` module for the whole session."""

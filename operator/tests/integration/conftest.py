@@ -1,8 +1,9 @@
-"""The Kubernetes side of the operator's integration tests: kmock's emulator taught the few apiserver habits kopf
-relies on, the FlashSale resource registered from the chart's CRD, and a helper that runs kopf in-process.
+"""The Kubernetes side of the operator's integration tests: kmock's emulator taught the apiserver
+habits kopf relies on, the FlashSale resource registered from the chart's CRD, and a helper that
+runs kopf in-process.
 
-kopf runs as a task inside each test body, never in a pytest-asyncio fixture: kopf cancels every task created
-after it started when it stops, and a fixture on the same loop would be among them.
+kopf runs as a task inside each test body, never in a pytest-asyncio fixture: when it stops, kopf
+cancels every task created after it started, and a fixture on the same loop would be among them.
 """
 
 from __future__ import annotations
@@ -38,12 +39,12 @@ KOPF_STOP_TIMEOUT_S = 10.0
 class Apiserver(kmock.KubernetesEmulator):
     """kmock's emulator plus what a real apiserver does and kopf depends on.
 
-    - every create/patch gets a uid and a new, increasing metadata.resourceVersion (kopf's JSON-patches start
-      with a `test` op on it, so the bump is appended after that op);
-    - a failed JSON-patch `test` answers 422, which kopf reads as "conflict, retry on the next event";
+    - every create/patch gets a uid and a new, increasing metadata.resourceVersion (kopf's
+      JSON-patches start with a `test` op on it, so the bump is appended after that op);
+    - a failed JSON-patch `test` answers 422, which kopf reads as "conflict, retry soon";
     - spec changes bump metadata.generation;
     - lists carry the current resourceVersion, and a watch replays only objects newer than
-      ?resourceVersion=, with the snapshot and the subscription taken under one lock so no event is lost;
+      ?resourceVersion=, the snapshot and the subscription taken under one lock (no event lost);
     - metadata.namespace comes from the URL, and generateName is honoured.
     """
 
@@ -81,7 +82,9 @@ class Apiserver(kmock.KubernetesEmulator):
     async def _prepare_patch(self, request: kmock.Request) -> None:
         revision = self._next_revision()
         if isinstance(request.data, list):  # JSON-patch: after kopf's `test` op, never before it
-            request.data.append({"op": "add", "path": "/metadata/resourceVersion", "value": revision})
+            request.data.append(
+                {"op": "add", "path": "/metadata/resourceVersion", "value": revision}
+            )
         elif isinstance(request.data, dict):  # merge-patch
             meta = request.data.setdefault("metadata", {})
             meta["resourceVersion"] = revision
@@ -92,7 +95,7 @@ class Apiserver(kmock.KubernetesEmulator):
                 meta["generation"] = generation + 1
 
     async def _mark_deleting(self, request: kmock.Request) -> None:
-        """Mark a finalized object as deleting with a new resourceVersion (kmock would keep the old one)."""
+        """Mark a finalized object as deleting, with a new resourceVersion (kmock keeps the old)."""
         async with self._lock:
             key = (request.resource, request.namespace, request.name)
             current = self._current(request)
@@ -101,7 +104,12 @@ class Apiserver(kmock.KubernetesEmulator):
             meta = current.get("metadata", {})
             if meta.get("finalizers") and not meta.get("deletionTimestamp"):
                 self._objects[key].patch(
-                    {"metadata": {"deletionTimestamp": _now(), "resourceVersion": self._next_revision()}}
+                    {
+                        "metadata": {
+                            "deletionTimestamp": _now(),
+                            "resourceVersion": self._next_revision(),
+                        }
+                    }
                 )
                 raw = self._objects[key].raw
                 await self._buses[request.resource].put({"type": "MODIFIED", "object": raw})
@@ -160,7 +168,7 @@ def load_crd() -> dict[str, Any]:
 
 
 def register_crd(server: Apiserver, crd: Mapping[str, Any]) -> str:
-    """Declare a CRD's resource to the emulator the way a real apiserver discovers it; return its key."""
+    """Declare a CRD's resource to the emulator as an apiserver serves it; return its key."""
     spec = crd["spec"]
     version = next(v for v in spec["versions"] if v.get("served"))
     key = f"{spec['group']}/{version['name']}/{spec['names']['plural']}"
@@ -183,7 +191,10 @@ async def apiserver() -> AsyncIterator[tuple[Apiserver, str]]:
             kind="Namespace", singular="namespace", namespaced=False, verbs={"get", "list", "watch"}
         )
         server.resources["v1/events"] = kmock.ResourceInfo(
-            kind="Event", singular="event", namespaced=True, verbs={"create", "get", "list", "watch"}
+            kind="Event",
+            singular="event",
+            namespaced=True,
+            verbs={"create", "get", "list", "watch"},
         )
         server.objects["v1/namespaces", None, NAMESPACE] = {
             "apiVersion": "v1",
@@ -194,7 +205,7 @@ async def apiserver() -> AsyncIterator[tuple[Apiserver, str]]:
 
 
 class Kube:
-    """The test's own client of the emulator (a fresh connection per request: kmock closes them abruptly)."""
+    """The test's own client of the emulator: a fresh connection per request (force_close)."""
 
     def __init__(self, url: str, resource: str = "apis/flashsale.dev/v1alpha1") -> None:
         self.url = url
@@ -226,7 +237,9 @@ class Kube:
     async def patch_spec(self, name: str, spec: Mapping[str, Any]) -> None:
         headers = {"Content-Type": "application/merge-patch+json"}
         payload = json.dumps({"spec": dict(spec)})
-        status, data = await self._call("PATCH", f"{self.base}/{name}", data=payload, headers=headers)
+        status, data = await self._call(
+            "PATCH", f"{self.base}/{name}", data=payload, headers=headers
+        )
         assert status == 200, data
 
     async def delete(self, name: str) -> None:
@@ -238,11 +251,11 @@ class Kube:
         name: str,
         predicate: Callable[[dict[str, Any] | None], bool],
         *,
-        timeout: float = 10.0,
+        within: float = 10.0,
         what: str = "",
     ) -> dict[str, Any] | None:
         """Poll the object until predicate(obj) holds; obj is None once it is gone."""
-        deadline = asyncio.get_running_loop().time() + timeout
+        deadline = asyncio.get_running_loop().time() + within
         obj = await self.get(name)
         while not predicate(obj):
             if asyncio.get_running_loop().time() > deadline:
@@ -259,7 +272,7 @@ async def running_operator(
     memo: kopf.Memo | None = None,
     settings: kopf.OperatorSettings | None = None,
 ) -> AsyncIterator[asyncio.Task[None]]:
-    """Run kopf in-process until the block ends; use it inside the test body (see the module docstring)."""
+    """Run kopf in-process until the block ends; use it inside the test body (module docstring)."""
     stop = asyncio.Event()
     ready = asyncio.Event()
     task = asyncio.create_task(

@@ -7,7 +7,9 @@ from typing import Any
 import kopf
 
 
-async def test_kopf_reacts_to_create_patch_and_delete(apiserver: Any, kube: Any, run_operator: Any) -> None:
+async def test_kopf_reacts_to_create_patch_and_delete(
+    apiserver: Any, kube: Any, run_operator: Any
+) -> None:
     _, url = apiserver
     registry = kopf.OperatorRegistry()
     seen: list[str] = []
@@ -22,7 +24,9 @@ async def test_kopf_reacts_to_create_patch_and_delete(apiserver: Any, kube: Any,
         patch.status["phase"] = "Scheduled"
         patch.status["remaining"] = spec["stock"]
 
-    @kopf.on.update("flashsale.dev", "v1alpha1", "flashsales", field="spec.stock", registry=registry)
+    @kopf.on.update(
+        "flashsale.dev", "v1alpha1", "flashsales", field="spec.stock", registry=registry
+    )
     def updated(new: Any, patch: kopf.Patch, **_: Any) -> None:
         seen.append("update")
         patch.status["remaining"] = new
@@ -34,11 +38,15 @@ async def test_kopf_reacts_to_create_patch_and_delete(apiserver: Any, kube: Any,
     async with run_operator(registry=registry):
         await kube.create("harness", {"product": "p", "price": "1.00", "stock": 3})
         await kube.wait_for(
-            "harness", lambda o: o and o.get("status", {}).get("remaining") == 3, what="create handled"
+            "harness",
+            lambda o: o and o.get("status", {}).get("remaining") == 3,
+            what="create handled",
         )
         await kube.patch_spec("harness", {"stock": 5})
         obj = await kube.wait_for(
-            "harness", lambda o: o and o.get("status", {}).get("remaining") == 5, what="update handled"
+            "harness",
+            lambda o: o and o.get("status", {}).get("remaining") == 5,
+            what="update handled",
         )
         assert obj["metadata"]["finalizers"]
         await kube.delete("harness")

@@ -1,0 +1,105 @@
+"""kopf handlers of the FlashSale resource (flashsale.dev/v1alpha1). Only kopf-decorated functions
+live here; each one reads the resource and hands it to `reconcile`, which decides through the pure
+`lifecycle` and writes patch.status.
+
+Run with `python -m flashsale_operator`, or `kopf run -m flashsale_operator.handlers --standalone
+--all-namespaces` for a quick local try.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from flashsale_operator import api_client, config, lifecycle, logs, reconcile
+
+GROUP = "flashsale.dev"
+VERSION = "v1alpha1"
+PLURAL = "flashsales"
+
+
+@kopf.on.startup()
+async def flashsale_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    cfg = memo.get("config")
+    if not isinstance(cfg, config.Settings):  # started by `kopf run`, not by main()
+        cfg = config.Settings()
+    # Watches: ask the apiserver to end each watch after 5 min, and give up on one that stays silent
+    # for 6: a connection dropped by a load balancer or NAT without a FIN would otherwise hang
+    # forever, and the operator would stop seeing FlashSales without any error (kopf's advice).
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 360
+    settings.watching.connect_timeout = 10
+    # Other Kubernetes calls (status patches, finalizers): fail a hung one after 30 s and retry,
+    # instead of aiohttp's 5-minute default during which the FlashSale's handling stalls.
+    settings.networking.request_timeout = 30
+    settings.networking.connect_timeout = 10
+    # Our own names on the resources, and progress kept in annotations only: the CRD's status
+    # schema is structural, so kopf's status.kopf would be pruned by the apiserver anyway.
+    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
+    # Events for warnings and errors only: at INFO kopf posts one per handler success.
+    settings.posting.level = logging.WARNING
+    settings.peering.lifetime = cfg.operator.peering_lifetime_s
+    logs.quiet_ticks()
+    memo["ctx"] = reconcile.Context(settings=cfg, api=api_client.AdminApi(cfg))
+
+
+@kopf.on.cleanup()
+async def flashsale_cleanup(memo: kopf.Memo, **_: Any) -> None:
+    ctx = memo.get("ctx")
+    if isinstance(ctx, reconcile.Context):
+        await ctx.api.aclose()
+
+
+@kopf.on.create(GROUP, VERSION, PLURAL)
+async def flashsale_create(
+    spec: kopf.Spec,
+    status: kopf.Status,
+    meta: kopf.Meta,
+    memo: kopf.Memo,
+    patch: kopf.Patch,
+    **_: Any,
+) -> None:
+    ctx = reconcile.context(memo)
+    resource = reconcile.Resource.of(meta=meta, spec=spec, status=status)
+    decision = await reconcile.run(ctx=ctx, resource=resource, patch=patch)
+    reconcile.schedule(ctx, memo, decision)
+
+
+@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
+async def flashsale_update(
+    spec: kopf.Spec,
+    status: kopf.Status,
+    meta: kopf.Meta,
+    memo: kopf.Memo,
+    patch: kopf.Patch,
+    **_: Any,
+) -> None:
+    ctx = reconcile.context(memo)
+    resource = reconcile.Resource.of(meta=meta, spec=spec, status=status)
+    decision = await reconcile.run(ctx=ctx, resource=resource, patch=patch)
+    reconcile.schedule(ctx, memo, decision)
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=reconcile.TICK_S, when=lifecycle.has_sale)
+async def flashsale_tick(
+    spec: kopf.Spec,
+    status: kopf.Status,
+    meta: kopf.Meta,
+    memo: kopf.Memo,
+    patch: kopf.Patch,
+    **_: Any,
+) -> None:
+    resource = reconcile.Resource.of(meta=meta, spec=spec, status=status)
+    await reconcile.tick(ctx=reconcile.context(memo), resource=resource, patch=patch, memo=memo)
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL)
+async def flashsale_delete(
+    spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta, memo: kopf.Memo, **_: Any
+) -> None:
+    resource = reconcile.Resource.of(meta=meta, spec=spec, status=status)
+    await reconcile.remove(ctx=reconcile.context(memo), resource=resource)
