@@ -428,6 +428,19 @@ async def test_a_hang_is_cut_at_the_cap() -> None:
             assert (await http.get("/v1/charges/o-cap")).status_code == 200
 
 
+async def test_shutdown_answers_open_requests_with_503() -> None:
+    with contextlib.ExitStack() as stack:
+        running = stack.enter_context(running_gateway(config.MockGatewaySettings(fast=True)))
+        async with httpx.AsyncClient(base_url=running.url, timeout=10) as http:
+            await set_model(http, hang_rate=1)
+            pending = asyncio.create_task(charge(http, "o-down"))
+            async for attempt in eventually():
+                with attempt:
+                    assert await metric(http, "flashsale_gateway_hangs_open") == 1
+            await asyncio.to_thread(stack.close)  # stop the server; the hang is still open
+            assert_problem(await pending, 503, "unavailable")
+
+
 # --- Refunds and the list ------------------------------------------------------------------------
 
 

@@ -167,6 +167,10 @@ def test_settings_build_the_model() -> None:
     assert app.model_from_settings(config.MockGatewaySettings()) == model.FailureModel()
     fast = app.model_from_settings(config.MockGatewaySettings(fast=True, retry_after_s=4))
     assert fast == model.FailureModel.fast().updated({"retry_after_s": 4})
+    hung = config.MockGatewaySettings(fast=True, hang_rate=1)  # fast wins over every rate
+    assert app.model_from_settings(hung) == model.FailureModel.fast()
+    with pytest.raises(model.InvalidModel):
+        app.model_from_settings(config.MockGatewaySettings(hang_rate=0.95))
     tuned = app.model_from_settings(
         config.MockGatewaySettings(decline_rate=0.5, hang_charge_share=0.25)
     )

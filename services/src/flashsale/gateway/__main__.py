@@ -9,7 +9,7 @@ from __future__ import annotations
 import uvicorn
 
 from flashsale import config, logs
-from flashsale.gateway import app
+from flashsale.gateway import app, model
 
 # 30 s: longer than the clients' keep-alive (httpx drops idle connections after 5 s), so the client,
 # not the server, closes an idle connection and never reuses one the server is closing.
@@ -21,8 +21,12 @@ GRACEFUL_SHUTDOWN_S = 3
 def main() -> None:
     settings = config.Settings()
     logs.setup(settings, process_name="gateway")
+    try:
+        application = app.create_app(settings)
+    except model.InvalidModel as e:
+        raise SystemExit(f"flashsale.gateway: invalid FLASHSALE_MOCK__* settings: {e}") from e
     uvicorn.run(
-        app.create_app(settings),
+        application,
         host=settings.mock.host,
         port=settings.mock.port,
         loop="uvloop",

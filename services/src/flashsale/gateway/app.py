@@ -102,23 +102,25 @@ class Problem(Exception):
 
 
 def model_from_settings(mock: config.MockGatewaySettings) -> model.FailureModel:
-    """The failure model the settings describe (`fast` overrides the rates and the latency)."""
-    base = model.FailureModel(
-        latency_median_ms=mock.latency_median_ms,
-        latency_p95_ms=mock.latency_p95_ms,
-        decline_rate=mock.decline_rate,
-        unavailable_rate=mock.unavailable_rate,
-        rate_limited_rate=mock.rate_limited_rate,
-        hang_rate=mock.hang_rate,
-        hang_charge_share=mock.hang_charge_share,
-        unavailable_retry_after_share=mock.unavailable_retry_after_share,
-        retry_after_s=mock.retry_after_s,
-        refusal_latency_share=mock.refusal_latency_share,
-    )
-    if not mock.fast:
-        return base
-    fast = model.FailureModel.fast()
-    return base.updated({name: getattr(fast, name) for name in _FAST_FIELDS})
+    """The failure model the settings describe (`fast` overrides the rates and the latency).
+
+    Raises model.InvalidModel (a ValueError) when the settings do not make a usable model."""
+    fields: dict[str, Any] = {
+        "latency_median_ms": mock.latency_median_ms,
+        "latency_p95_ms": mock.latency_p95_ms,
+        "decline_rate": mock.decline_rate,
+        "unavailable_rate": mock.unavailable_rate,
+        "rate_limited_rate": mock.rate_limited_rate,
+        "hang_rate": mock.hang_rate,
+        "hang_charge_share": mock.hang_charge_share,
+        "unavailable_retry_after_share": mock.unavailable_retry_after_share,
+        "retry_after_s": mock.retry_after_s,
+        "refusal_latency_share": mock.refusal_latency_share,
+    }
+    if mock.fast:
+        fast = model.FailureModel.fast()
+        fields |= {name: getattr(fast, name) for name in _FAST_FIELDS}
+    return model.FailureModel(**fields)
 
 
 _FAST_FIELDS = (
@@ -283,6 +285,19 @@ class Gateway:
 
     async def create_charge(self, request: Request) -> Response:
         started = time.perf_counter()
+        try:
+            return await self._create_charge(request, started)
+        except asyncio.CancelledError:
+            # Only uvicorn cancels a request task: at shutdown, once its grace period is over.
+            # Answer as a load balancer whose backend went away would (503, retryable) rather
+            # than let uvicorn send a plain-text 500; the process exits right after either way.
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                task.uncancel()
+            self.state.metrics.answered("shutdown", started)
+            return problem(503, "unavailable", "The processor is shutting down; try again.")
+
+    async def _create_charge(self, request: Request, started: float) -> Response:
         key = parse_key(request.headers.get("idempotency-key"))
         charge_request = parse_charge(await read_json(request))
         state = self.state
