@@ -24,6 +24,7 @@ SALE_ID_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 # schema did not catch (or an emulated cluster) fails as an invalid spec, not as an API error.
 PRICE_RE = re.compile(r"^(0|[1-9][0-9]{0,6})(\.[0-9]{1,2})?$")
 MAX_PRODUCT_LEN = 200
+MAX_PRICE = Decimal(1_000_000)
 MAX_STOCK = 10_000_000
 MAX_PER_USER_LIMIT = 1000
 MAX_DURATION = timedelta(hours=24)
@@ -159,8 +160,10 @@ def parse_spec(
     if not isinstance(product, str) or not product.strip() or len(product) > MAX_PRODUCT_LEN:
         problems.append(f"spec.product must be 1-{MAX_PRODUCT_LEN} characters")
     price = spec.get("price")
-    if not isinstance(price, str) or not PRICE_RE.fullmatch(price) or Decimal(price) <= 0:
-        problems.append('spec.price must be a decimal string above 0, at most 2 decimals ("49.99")')
+    if not isinstance(price, str) or not PRICE_RE.fullmatch(price):
+        problems.append('spec.price must be a decimal string with at most 2 decimals ("49.99")')
+    elif not 0 < Decimal(price) <= MAX_PRICE:
+        problems.append(f"spec.price must be above 0 and at most {MAX_PRICE}")
     stock = _int_in(spec, "stock", 1, MAX_STOCK, None, problems)
     limit = _int_in(spec, "perUserLimit", 1, MAX_PER_USER_LIMIT, 1, problems)
     if stock is not None and limit is not None and limit > stock:

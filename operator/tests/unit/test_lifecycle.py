@@ -103,6 +103,7 @@ def test_parse_spec_ignores_fields_it_does_not_know_yet() -> None:
         ({"price": "49.999"}, "spec.price"),
         ({"price": 49.99}, "spec.price"),
         ({"price": "-1"}, "spec.price"),
+        ({"price": "1000000.01"}, "at most 1000000"),
         ({"stock": 0}, "spec.stock"),
         ({"stock": True}, "spec.stock"),
         ({"stock": "10"}, "spec.stock"),
