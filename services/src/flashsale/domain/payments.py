@@ -7,8 +7,12 @@ Standard library and flashsale.errors only."""
 from __future__ import annotations
 
 import enum
+import math
 import random
 from dataclasses import dataclass
+
+# 2.0**1000 is still a finite float and far past any cap: the exponent stops there.
+MAX_BACKOFF_EXPONENT = 1000
 
 
 class ChargeOutcome(enum.StrEnum):
@@ -51,7 +55,8 @@ def backoff_delay(
     """Delay before attempt `attempt + 1` (attempt counts from 1): full jitter over
     base·2^(attempt-1), capped; a Retry-After from the gateway is a floor (never wait less than it
     asked)."""
-    ceiling = min(cap_s, base_s * (2 ** max(0, attempt - 1)))
+    # A long retry loop must not overflow: the exponent is bounded (see MAX_BACKOFF_EXPONENT).
+    ceiling = min(cap_s, base_s * 2.0 ** min(max(0, attempt - 1), MAX_BACKOFF_EXPONENT))
     jittered = (rng or random).uniform(0, ceiling)
     if retry_after_s is not None:
         return max(jittered, retry_after_s)
@@ -59,11 +64,12 @@ def backoff_delay(
 
 
 def parse_retry_after(value: str | None) -> float | None:
-    """Retry-After in seconds (delta-seconds form only; an HTTP date is treated as absent)."""
+    """Retry-After in seconds (delta-seconds form only; an HTTP date, a negative or a non-finite
+    value is treated as absent: "inf" must not park a charge forever)."""
     if value is None:
         return None
     try:
         seconds = float(value.strip())
     except ValueError:
         return None
-    return seconds if seconds >= 0 else None
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
