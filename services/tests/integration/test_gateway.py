@@ -8,20 +8,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import uvicorn
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_fixed
+from tenacity import (
+    AsyncRetrying,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_fixed,
+)
 
 from flashsale import config
 from flashsale.adapters import gateway_http
@@ -260,6 +271,13 @@ async def test_oversized_body_is_413(client: httpx.AsyncClient) -> None:
     response = await client.post(
         "/v1/charges", content=b"x" * (17 * 1024), headers={"Idempotency-Key": "k"}
     )
+    assert_problem(response, 413, "payload_too_large")
+
+    async def chunked() -> AsyncIterator[bytes]:  # no Content-Length: counted while read
+        for _ in range(17):
+            yield b"x" * 1024
+
+    response = await client.post("/v1/charges", content=chunked(), headers={"Idempotency-Key": "k"})
     assert_problem(response, 413, "payload_too_large")
 
 
@@ -623,6 +641,22 @@ async def test_adapter_coalesces_concurrent_charges(
     assert (entry.attempts, entry.charges) == (10, 1)
 
 
+async def test_adapter_tells_a_read_timeout_from_a_request_never_sent(
+    client: httpx.AsyncClient, gateway: Running
+) -> None:
+    await set_model(client, latency_median_ms=1000, latency_p95_ms=1000)
+    settings = config.GatewaySettings(url=gateway.url, timeout_s=HANG_TIMEOUT_S, concurrency=1)
+    async with gateway_http.GatewayClient(settings) as gw:
+        sent, queued = await asyncio.gather(
+            gw.charge(order_id="o-1", amount=Decimal("1"), currency="EUR"),
+            gw.charge(order_id="o-2", amount=Decimal("1"), currency="EUR"),
+        )
+    # The first waited for an answer (the charge may exist); the second never got a connection.
+    assert sent.outcome is payments.ChargeOutcome.UNKNOWN
+    assert queued.answer == payments.GatewayAnswer(status=None)
+    assert queued.outcome is payments.ChargeOutcome.RETRY
+
+
 async def test_adapter_against_a_closed_port() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -638,3 +672,43 @@ async def test_adapter_against_a_closed_port() -> None:
                 await gw.refund("o")
             with pytest.raises(gateway_http.GatewayUnavailable):
                 await gw.list_charges()
+
+
+def test_python_m_flashsale_gateway_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = os.environ | {"FLASHSALE_MOCK__PORT": str(port), "FLASHSALE_MOCK__FAST": "true"}
+    log = (tmp_path / "gateway.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "flashsale.gateway"], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    try:
+        for attempt in Retrying(
+            stop=stop_after_delay(15),
+            wait=wait_fixed(0.05),
+            retry=retry_if_exception_type(httpx.TransportError),
+            reraise=True,
+        ):
+            with attempt:
+                health = httpx.get(f"http://127.0.0.1:{port}/healthz")
+        assert health.json() == {"status": "ok"}
+        created = httpx.post(
+            f"http://127.0.0.1:{port}/v1/charges",
+            json=body("o-1"),
+            headers={"Idempotency-Key": "o-1"},
+        )
+        assert created.status_code == 201
+        process.send_signal(signal.SIGTERM)
+        # uvicorn shuts down gracefully, then re-raises the signal it caught, so the process ends
+        # "terminated by SIGTERM" as its supervisor expects.
+        assert process.wait(timeout=10) == -signal.SIGTERM
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        log.close()
+    lines = (tmp_path / "gateway.log").read_text().splitlines()
+    assert all(line.startswith("{") for line in lines), lines  # JSON logs only
+    assert not any("POST /v1/charges" in line for line in lines)  # no access log
+    assert any("Application shutdown complete" in line for line in lines)
