@@ -64,7 +64,9 @@ class FailureModel:
     hang_charge_share: float = 0.5  # hangs in which the charge is nevertheless made
     unavailable_retry_after_share: float = 0.5  # 503 answers that carry Retry-After
     retry_after_s: int = 1  # the Retry-After value on 429 (always) and 503 (sometimes)
-    refusal_latency_share: float = 0.05  # 429/503 latency as a share of a sampled charge latency
+    # 429/503 take this share of a sampled latency: a processor's rate limiter and load balancer
+    # refuse at its edge, before the card-network round trip that makes up a charge's latency.
+    refusal_latency_share: float = 0.05
 
     def __post_init__(self) -> None:
         for name in ("latency_median_ms", "latency_p95_ms"):
