@@ -35,6 +35,8 @@ def verify_password(password: str, stored: str) -> bool:
         actual = hashlib.scrypt(
             password.encode(), salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p)
         )
-    except ValueError:
+    except (ValueError, TypeError):
+        # A stored hash we cannot use (corrupt, or cost parameters scrypt refuses: hashlib raises
+        # TypeError for a negative or oversized n, r or p) never matches.
         return False
     return hmac.compare_digest(actual, expected)
