@@ -39,15 +39,21 @@ PLACED_ORDER_TTL_MS = 3_600_000
 
 
 def connect(settings: RedisSettings) -> Redis:
-    """A pooled asyncio client. Replies are decoded to str; hiredis parses them when installed."""
-    client: Redis = aioredis.Redis.from_url(
+    """A pooled asyncio client. Replies are decoded to str; hiredis parses them when installed.
+
+    The pool blocks (up to the socket timeout) when all its connections are busy, instead of
+    failing with "Too many connections": a burst waits a few microseconds for a connection rather
+    than turning into 503s."""
+    pool = aioredis.BlockingConnectionPool.from_url(
         settings.url,
         decode_responses=True,
         socket_timeout=settings.socket_timeout_s,
         socket_connect_timeout=settings.socket_timeout_s,
         max_connections=settings.max_connections,
+        timeout=settings.socket_timeout_s,
         health_check_interval=30,
     )
+    client: Redis = aioredis.Redis.from_pool(pool)  # owns the pool: aclose() closes it too
     return client
 
 

@@ -16,6 +16,7 @@ from flashsale.adapters.redis_stock import RedisStock, connect
 from flashsale.adapters.tokens import TokenVerifier
 from flashsale.api import problems
 from flashsale.api.deps import Services
+from flashsale.api.fastlane import PurchaseLane
 from flashsale.api.middleware import BodyLimit
 from flashsale.api.routes import admin, auth, health, orders, purchase, sales
 from flashsale.config import Settings
@@ -50,6 +51,8 @@ def create_app(settings: Settings) -> FastAPI:
     for module in (purchase, sales, orders, admin, auth, health):
         app.include_router(module.router)
     app.add_middleware(BodyLimit, max_bytes=settings.api.max_body_bytes)
+    # Added last, so it runs first: the purchase never enters the layers below it.
+    app.add_middleware(PurchaseLane, max_body_bytes=settings.api.max_body_bytes)
     return app
 
 

@@ -20,3 +20,15 @@ PURCHASE_SECONDS = Histogram(
 REQUESTS = Counter(
     "flashsale_http_requests_total", "HTTP requests by route and status.", ["route", "status"]
 )
+
+
+# Pre-bound children: .labels() takes a lock and a dict lookup on every call of the hot path.
+_OUTCOMES: dict[str, Counter] = {}
+
+
+def count_purchase(outcome: str, seconds: float) -> None:
+    child = _OUTCOMES.get(outcome)
+    if child is None:
+        child = _OUTCOMES[outcome] = PURCHASES.labels(outcome)
+    child.inc()
+    PURCHASE_SECONDS.observe(seconds)

@@ -6,6 +6,7 @@ and a stable `code`, and none is an HTML page or a stack trace."""
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -61,13 +62,26 @@ def from_error(exc: errors.FlashSaleError) -> Response:
         headers["Retry-After"] = str(exc.retry_after_s)
     if isinstance(exc, errors.StoreUnavailable):
         headers["Retry-After"] = "1"
-        logger.warning("store unavailable: %s", exc.detail)
+        _warn_store_unavailable(exc.detail)
     if isinstance(exc, errors.Unauthenticated):
         headers["WWW-Authenticate"] = 'Bearer realm="flashsale"'
     if isinstance(exc, errors.SaleNotOpen):
         extra["opens_at"] = rfc3339(exc.opens_at)
     title = (exc.__class__.__doc__ or exc.code).strip().split("\n")[0]
     return problem(status, exc.code, title=title, detail=exc.detail, headers=headers, extra=extra)
+
+
+_last_store_warning = 0.0
+# One line per 5 s is enough to see an outage; a line per failed request would flood the logs.
+STORE_WARNING_EVERY_S = 5.0
+
+
+def _warn_store_unavailable(detail: str) -> None:
+    global _last_store_warning
+    now = time.monotonic()
+    if now - _last_store_warning >= STORE_WARNING_EVERY_S:
+        _last_store_warning = now
+        logger.warning("store unavailable: %s", detail)
 
 
 def _validation_detail(exc: RequestValidationError) -> str:
