@@ -2,8 +2,8 @@
 
 `create_app(settings)` builds a Starlette app around one ledger and one sampler from
 gateway/model.py, which decide everything; this module only reads requests, sleeps the sampled
-latency and answers. May import flashsale.config and flashsale.gateway.model; never api, sse or
-workers.
+latency and answers. May import flashsale.config, flashsale.web and flashsale.gateway.model; never
+api, sse or workers.
 """
 
 from __future__ import annotations
@@ -28,12 +28,11 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from flashsale import config
+from flashsale import config, web
 from flashsale.gateway import model
 
 logger = logging.getLogger(__name__)
 
-PROBLEM_TYPE_PREFIX = "urn:flashsale:problem:"
 # 16 KiB, as the api: a charge body is ~100 bytes, so anything near this is not a charge.
 MAX_BODY_BYTES = 16 * 1024
 MAX_KEY_LENGTH = 255
@@ -67,10 +66,6 @@ class JsonResponse(Response):
         return orjson.dumps(content)
 
 
-class ProblemResponse(JsonResponse):
-    media_type = "application/problem+json"
-
-
 def problem(
     status: int,
     code: str,
@@ -78,17 +73,16 @@ def problem(
     *,
     headers: Mapping[str, str] | None = None,
     extra: Mapping[str, Any] | None = None,
-) -> ProblemResponse:
-    """An RFC 9457 problem document with our stable `code`."""
-    doc = {
-        "type": PROBLEM_TYPE_PREFIX + code,
-        "title": _TITLES.get(status, "Error"),
-        "status": status,
-        "detail": detail,
-        "code": code,
-        **(extra or {}),
-    }
-    return ProblemResponse(doc, status_code=status, headers=headers)
+) -> Response:
+    """An RFC 9457 problem document with our stable `code`, shaped as every flashsale server's."""
+    return web.problem(
+        status,
+        code,
+        title=_TITLES.get(status, "Error"),
+        detail=detail,
+        headers=dict(headers) if headers else None,
+        extra=dict(extra) if extra else None,
+    )
 
 
 class Problem(Exception):
