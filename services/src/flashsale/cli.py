@@ -29,7 +29,7 @@ from flashsale.adapters import pg
 from flashsale.adapters.tokens import mint
 from flashsale.config import Settings
 from flashsale.local.embedded import PortInUse
-from flashsale.local.stack import Stack, StackOptions, read_stack_file
+from flashsale.local.stack import FAST_GATEWAY_ENV, Stack, StackOptions, read_stack_file
 
 console = Console()
 err_console = Console(stderr=True)
@@ -118,16 +118,6 @@ def cmd_up(args: argparse.Namespace) -> int:
         stack.stop()
         console.print("stopped.")
     return 0
-
-
-FAST_GATEWAY_ENV = {
-    "FLASHSALE_MOCK__LATENCY_MEDIAN_MS": "0",
-    "FLASHSALE_MOCK__LATENCY_P95_MS": "0",
-    "FLASHSALE_MOCK__DECLINE_RATE": "0",
-    "FLASHSALE_MOCK__UNAVAILABLE_RATE": "0",
-    "FLASHSALE_MOCK__RATE_LIMITED_RATE": "0",
-    "FLASHSALE_MOCK__HANG_RATE": "0",
-}
 
 
 def _print_urls(stack: Stack) -> None:

@@ -23,7 +23,7 @@ from rich.table import Table
 from flashsale.adapters.tokens import mint
 from flashsale.config import AuthSettings, Settings
 from flashsale.local.embedded import PortInUse
-from flashsale.local.stack import Stack, StackOptions
+from flashsale.local.stack import FAST_GATEWAY_ENV, Stack, StackOptions
 
 console = Console()
 
@@ -124,8 +124,6 @@ def run_demo(args: argparse.Namespace) -> int:
         }
     )
     if args.gateway_fast:
-        from flashsale.cli import FAST_GATEWAY_ENV
-
         options.env.update(FAST_GATEWAY_ENV)
     stack = Stack(options)
     console.print("[bold]flashsale demo[/]: starting the local stack…")

@@ -9,15 +9,18 @@ the 202). PostgreSQL refuses to run as root, so under root (CI) it runs as a ded
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import importlib.util
 import logging
 import os
 import platform
 import pwd
 import shutil
+import signal
 import socket
 import stat
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,8 +54,19 @@ class Stores:
     postgres: EmbeddedPostgres | None = None
 
 
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
 class PortInUse(RuntimeError):
     """A port we were asked to listen on is already taken."""
+
+
+def die_with_parent() -> None:
+    """subprocess preexec_fn: have Linux send SIGTERM to the child if the process that started it
+    dies, even by SIGKILL, so a killed `flashsale up` or test run leaves no server behind."""
+    if sys.platform == "linux":
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -135,6 +149,7 @@ class EmbeddedValkey:
                 stderr=subprocess.STDOUT,
                 cwd=self.data_dir,
                 start_new_session=True,  # a Ctrl-C in the terminal goes to us; we stop it in order
+                preexec_fn=die_with_parent,
             )
         _wait_for_port(self.port, self.process, self.log_path, "valkey")
         return self
@@ -266,6 +281,7 @@ class EmbeddedPostgres:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=die_with_parent,
                 **_as_user(user, self.data_dir.parent),
             )
         _wait_for_port(self.port, self.process, self.log_path, "postgresql")
@@ -308,7 +324,7 @@ class EmbeddedPostgres:
     def stop(self) -> None:
         # SIGINT is PostgreSQL's "fast" shutdown: roll back sessions, checkpoint, exit.
         if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(2)
+            self.process.send_signal(signal.SIGINT)
             try:
                 self.process.wait(timeout=15)
             except subprocess.TimeoutExpired:

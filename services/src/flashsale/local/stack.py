@@ -26,7 +26,13 @@ import httpx
 
 from flashsale.adapters import pg
 from flashsale.config import EMBEDDED_POSTGRES_PORT, EMBEDDED_REDIS_PORT
-from flashsale.local.embedded import EmbeddedPostgres, EmbeddedValkey, PortInUse, require_free
+from flashsale.local.embedded import (
+    EmbeddedPostgres,
+    EmbeddedValkey,
+    PortInUse,
+    die_with_parent,
+    require_free,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +40,10 @@ STACK_FILE = "stack.json"
 READY_TIMEOUT_S = 60.0
 # A crashing worker is restarted after 0.5 s, then 1, 2, 4 ... at most 10 s apart.
 RESTART_BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 10.0)
+
+
+# The mock gateway without latency or failures (`--gateway-fast`).
+FAST_GATEWAY_ENV = {"FLASHSALE_MOCK__FAST": "true"}
 
 
 @dataclass
@@ -77,6 +87,7 @@ class Child:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # Ctrl-C reaches us only; we stop children in order
+                preexec_fn=die_with_parent,
             )
 
     @property
