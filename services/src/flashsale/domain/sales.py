@@ -137,12 +137,19 @@ def validate_definition(sale: SaleDefinition) -> SaleDefinition:
     return sale
 
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MS = timedelta(milliseconds=1)
+
+
 def to_ms(value: datetime) -> int:
-    return int(value.timestamp() * 1000)
+    """Unix milliseconds, exact (floored): float arithmetic would turn 1.001 s into 1000 ms. A naive
+    datetime is taken as local time, as datetime.timestamp() does."""
+    aware = value if value.tzinfo is not None else value.astimezone()
+    return (aware - EPOCH) // _ONE_MS
 
 
 def from_ms(value: int) -> datetime:
-    return datetime.fromtimestamp(value / 1000, tz=UTC)
+    return EPOCH + timedelta(milliseconds=value)
 
 
 def rfc3339(value: datetime) -> str:
