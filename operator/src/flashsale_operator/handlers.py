@@ -18,6 +18,9 @@ from flashsale_operator import api_client, config, lifecycle, logs, reconcile
 GROUP = "flashsale.dev"
 VERSION = "v1alpha1"
 PLURAL = "flashsales"
+# Retry an unexpected failure after 5 s (kopf's default is 60 s, far too long during a sale);
+# an outage of the API is a TemporaryError with its own delay (FLASHSALE_OPERATOR__RETRY_DELAY_S).
+BACKOFF_S = 5
 
 
 @kopf.on.startup()
@@ -43,6 +46,9 @@ async def flashsale_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **
     # Events for warnings and errors only: at INFO kopf posts one per handler success.
     settings.posting.level = logging.WARNING
     settings.peering.lifetime = cfg.operator.peering_lifetime_s
+    # A timer caught mid-tick when its FlashSale is deleted or the operator stops gets 0.5 s to
+    # finish (its calls take milliseconds) instead of kopf's ten loop cycles, then is abandoned.
+    settings.background.instant_exit_timeout = 0.5
     logs.quiet_ticks()
     memo["ctx"] = reconcile.Context(settings=cfg, api=api_client.AdminApi(cfg))
 
@@ -54,7 +60,7 @@ async def flashsale_cleanup(memo: kopf.Memo, **_: Any) -> None:
         await ctx.api.aclose()
 
 
-@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.create(GROUP, VERSION, PLURAL, backoff=BACKOFF_S)
 async def flashsale_create(
     spec: kopf.Spec,
     status: kopf.Status,
@@ -69,7 +75,7 @@ async def flashsale_create(
     reconcile.schedule(ctx, memo, decision)
 
 
-@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
+@kopf.on.update(GROUP, VERSION, PLURAL, field="spec", backoff=BACKOFF_S)
 async def flashsale_update(
     spec: kopf.Spec,
     status: kopf.Status,
@@ -84,20 +90,25 @@ async def flashsale_update(
     reconcile.schedule(ctx, memo, decision)
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, interval=reconcile.TICK_S, when=lifecycle.has_sale)
+@kopf.timer(
+    GROUP, VERSION, PLURAL, interval=reconcile.TICK_S, when=lifecycle.has_sale, backoff=BACKOFF_S
+)
 async def flashsale_tick(
     spec: kopf.Spec,
     status: kopf.Status,
     meta: kopf.Meta,
     memo: kopf.Memo,
     patch: kopf.Patch,
+    stopped: kopf.DaemonStopped | None = None,
     **_: Any,
 ) -> None:
     resource = reconcile.Resource.of(meta=meta, spec=spec, status=status)
-    await reconcile.tick(ctx=reconcile.context(memo), resource=resource, patch=patch, memo=memo)
+    await reconcile.tick(
+        ctx=reconcile.context(memo), resource=resource, patch=patch, memo=memo, stopped=stopped
+    )
 
 
-@kopf.on.delete(GROUP, VERSION, PLURAL)
+@kopf.on.delete(GROUP, VERSION, PLURAL, backoff=BACKOFF_S)
 async def flashsale_delete(
     spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta, memo: kopf.Memo, **_: Any
 ) -> None:

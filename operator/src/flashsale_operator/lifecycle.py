@@ -149,6 +149,7 @@ class Decision:
 
 READY = "Ready"
 SPEC_APPLIED = "SpecApplied"
+_APPLIED = Condition(SPEC_APPLIED, True, "Applied", "the spec is applied to the sale")
 
 
 def parse_spec(
@@ -273,7 +274,7 @@ def _without_sale(sale: SaleSpec, recorded: Recorded, now: datetime) -> Decision
         return Decision(Phase.CLOSED, conditions=(expired,))
     upsert = Upsert(stock=sale.stock, opens_at=sale.opens_at, closes_at=sale.closes_at)
     phase = Phase.SCHEDULED if now < sale.opens_at else Phase.OPEN
-    return Decision(phase, actions=(Action.UPSERT,), upsert=upsert)
+    return Decision(phase, actions=(Action.UPSERT,), upsert=upsert, conditions=(_APPLIED,))
 
 
 def _apply_spec(sale: SaleSpec, observed: Observed) -> Decision:
@@ -298,10 +299,9 @@ def _apply_spec(sale: SaleSpec, observed: Observed) -> Decision:
                 f"spec.opensAt not applied: the sale opened at {observed.opens_at.isoformat()}"
             )
     upsert = Upsert(stock=stock, opens_at=opens_at, closes_at=opens_at + sale.duration)
-    if refused:
-        applied = Condition(SPEC_APPLIED, False, reasons[0], "; ".join(refused))
-    else:
-        applied = Condition(SPEC_APPLIED, True, "Applied", "the spec is applied to the sale")
+    applied = (
+        Condition(SPEC_APPLIED, False, reasons[0], "; ".join(refused)) if refused else _APPLIED
+    )
     return Decision(
         _mirror(observed), actions=(Action.UPSERT,), upsert=upsert, conditions=(applied,)
     )

@@ -91,7 +91,14 @@ async def run(*, ctx: Context, resource: Resource, patch: kopf.Patch) -> lifecyc
     return decision
 
 
-async def tick(*, ctx: Context, resource: Resource, patch: kopf.Patch, memo: kopf.Memo) -> None:
+async def tick(
+    *,
+    ctx: Context,
+    resource: Resource,
+    patch: kopf.Patch,
+    memo: kopf.Memo,
+    stopped: kopf.DaemonStopped | None,
+) -> None:
     """One timer tick: reconcile when due (status interval, or a transition within this tick)."""
     try:
         resource.sale_spec()
@@ -101,8 +108,13 @@ async def tick(*, ctx: Context, resource: Resource, patch: kopf.Patch, memo: kop
     due_in = float(memo.get("next_look", 0.0)) - loop.time()
     if due_in > TICK_S:
         return
-    if due_in > 0:
-        await asyncio.sleep(due_in)  # < TICK_S: meet the transition to the millisecond
+    if due_in > 0:  # < TICK_S: meet the transition to the millisecond
+        if stopped is None:
+            await asyncio.sleep(due_in)
+        else:
+            await stopped.wait(due_in)
+    if stopped:
+        return  # deleted, or the operator is stopping
     decision = await run(ctx=ctx, resource=resource, patch=patch)
     schedule(ctx, memo, decision)
 

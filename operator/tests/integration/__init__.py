@@ -1,1 +1,7 @@
-"""Integration tests: kopf in-process against the kmock emulator, the real API on real stores."""
+"""Integration tests of the operator: kopf in-process against the kmock emulator, with the real
+API on the embedded stores.
+
+A package (imported as `integration.*`) so that pytest never names these modules `operator.*`,
+which would replace the stdlib `operator` module for the whole session; operator/tests itself has
+no __init__.py, so the name cannot collide with the services' `tests` package.
+"""

@@ -28,6 +28,9 @@ import kopf
 import pytest
 import yaml
 
+from flashsale_operator import config
+from flashsale_operator import handlers as handlers  # registers the product's handlers with kopf
+
 CRD_PATH = Path(__file__).parents[3] / "charts" / "flashsale" / "crds" / "flashsale.yaml"
 NAMESPACE = "shop"
 
@@ -315,3 +318,43 @@ def kube(apiserver: tuple[Apiserver, str]) -> Kube:
 @pytest.fixture
 def run_operator() -> Callable[..., contextlib.AbstractAsyncContextManager[asyncio.Task[None]]]:
     return running_operator
+
+
+# --- the real operator against the real API ------------------------------------------------------
+
+
+@kopf.on.login()
+def login_to_emulator(memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo:
+    """The product's handlers run on kopf's default registry; in tests they log in to kmock.
+
+    Registered here (test code only), so the operator itself keeps kopf's usual logins."""
+    return kopf.ConnectionInfo(server=str(memo["kube_url"]))
+
+
+def operator_settings(api_url: str, jwt_secret: str, **operator: Any) -> config.Settings:
+    """Fast timings: status every 0.2 s and retries after 0.5 s, so a lifecycle takes seconds."""
+    knobs: dict[str, Any] = {
+        "status_interval_s": 0.2,
+        "retry_delay_s": 0.5,
+        "request_timeout_s": 2.0,
+        "standalone": True,
+    }
+    return config.Settings(
+        env="dev", api={"url": api_url}, auth={"jwt_secret": jwt_secret}, operator=knobs | operator
+    )
+
+
+@pytest.fixture
+def run_flashsale_operator(
+    apiserver: tuple[Apiserver, str], settings: Any
+) -> Callable[[], contextlib.AbstractAsyncContextManager[asyncio.Task[None]]]:
+    """Run the product's handlers (kopf's default registry) against the emulator and the API of
+    the root conftest's `settings` (whether or not its `api` fixture is running)."""
+    _, url = apiserver
+    operator = operator_settings(settings.api.url, settings.auth.jwt_secret)
+
+    def run() -> contextlib.AbstractAsyncContextManager[asyncio.Task[None]]:
+        memo = kopf.Memo(config=operator, kube_url=url)
+        return running_operator(registry=kopf.get_default_registry(), memo=memo)
+
+    return run

@@ -76,17 +76,20 @@ def test_times_are_written_in_utc_with_milliseconds() -> None:
 
 
 def test_observed_combines_the_sale_document_and_the_stats() -> None:
-    assert lifecycle.Observed(
-        state="open",
-        opens_at=T0,
-        closes_at=T0 + timedelta(minutes=5),
-        initial_stock=1000,
-        remaining=990,
-        pending=4,
-        confirmed=5,
-        failed=1,
-        needs_reconciliation=0,
-    ) == OBSERVED
+    assert (
+        lifecycle.Observed(
+            state="open",
+            opens_at=T0,
+            closes_at=T0 + timedelta(minutes=5),
+            initial_stock=1000,
+            remaining=990,
+            pending=4,
+            confirmed=5,
+            failed=1,
+            needs_reconciliation=0,
+        )
+        == OBSERVED
+    )
 
 
 def test_status_mirrors_the_counts_window_and_bookkeeping() -> None:
