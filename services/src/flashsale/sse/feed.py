@@ -223,7 +223,7 @@ class Feed:
 
     async def _refresh(self, hub: SaleHub) -> None:
         if not hub.ready.done():
-            hub.on_sale_changed(seq=-1)  # its first read may predate the subscription: read again
+            hub.request_refresh()  # its first read may predate the subscription: read again
             return
         with contextlib.suppress(errors.SaleNotFound):  # the hub ended itself
             await hub.refresh()

@@ -80,6 +80,7 @@ class SaleHub:
         self._window: Handle | None = None
         self._refreshing = False
         self._refresh_again = False
+        self._wanted_seq = -1  # the newest `sale` message seen while the first read ran
         self._closed = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._cache: dict[str, bytes] = {}
@@ -157,8 +158,16 @@ class SaleHub:
 
     def on_sale_changed(self, seq: int) -> None:
         """The definition or the window changed: re-read the sale (once, however many arrive)."""
-        if self.ended or (self._snapshot is not None and seq <= self.seq):
+        if self.ended:
             return
+        if self._snapshot is None:
+            # Still loading: the first read re-reads only if it turns out older than this.
+            self._wanted_seq = max(self._wanted_seq, seq)
+        elif seq > self.seq:
+            self.request_refresh()
+
+    def request_refresh(self) -> None:
+        """Re-read the sale now, or once more after the read in progress."""
         if self._refreshing:
             self._refresh_again = True
         else:
@@ -234,7 +243,7 @@ class SaleHub:
                     self.end()
                     raise errors.SaleNotFound("the sale was deleted and created again")
                 self._apply(snapshot)
-                if not self._refresh_again:
+                if not self._refresh_again and self._wanted_seq <= snapshot.seq:
                     return
         finally:
             self._refreshing = False
