@@ -148,6 +148,10 @@ def test_stores_keep_durability_settings(default: Rendered) -> None:
     assert "appendonly yes" in conf
     assert "appendfsync always" in conf
     assert "maxmemory-policy noeviction" in conf
+    # The cap sits below the container's memory limit, so a full Valkey refuses writes, not dies.
+    assert "maxmemory 400mb" in conf
+    valkey = default.get("StatefulSet", "flashsale-valkey")["spec"]["template"]["spec"]
+    assert valkey["containers"][0]["resources"]["limits"]["memory"] == "512Mi"
     postgres = default.get("StatefulSet", "flashsale-postgresql")["spec"]["template"]["spec"]
     args = postgres["containers"][0]["args"]
     assert not any("synchronous_commit" in a or "fsync=off" in a for a in args)
