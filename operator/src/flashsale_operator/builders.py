@@ -113,6 +113,18 @@ def build_error_status(
     return status
 
 
+def build_owner_entry(*, status: Mapping[str, Any], meta: Mapping[str, Any]) -> dict[str, str]:
+    """The sale-id index entry of one FlashSale: {saleId: "namespace/name"} once it manages one."""
+    sale_id = status.get("saleId")
+    if not sale_id:
+        return {}
+    return {str(sale_id): owner_key(meta)}
+
+
+def owner_key(meta: Mapping[str, Any]) -> str:
+    return f"{meta.get('namespace')}/{meta.get('name')}"
+
+
 def status_patch(current: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[str, Any]:
     """Only the fields that change: an unchanged status costs no PATCH and no watch event."""
     return {key: value for key, value in desired.items() if current.get(key) != value}

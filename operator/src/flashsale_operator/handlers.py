@@ -13,7 +13,7 @@ from typing import Any
 
 import kopf
 
-from flashsale_operator import api_client, config, lifecycle, logs, reconcile
+from flashsale_operator import api_client, builders, config, lifecycle, logs, reconcile
 
 GROUP = "flashsale.dev"
 VERSION = "v1alpha1"
@@ -46,6 +46,9 @@ async def flashsale_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **
     # Events for warnings and errors only: at INFO kopf posts one per handler success.
     settings.posting.level = logging.WARNING
     settings.peering.lifetime = cfg.operator.peering_lifetime_s
+    # Namespaced (the chart's mode), the Role grants no list/watch on CRDs: kopf would warn and
+    # could not watch them anyway. The FlashSale CRD is installed before the operator starts.
+    settings.scanning.disabled = bool(cfg.operator.namespace)
     # A timer caught mid-tick when its FlashSale is deleted or the operator stops gets 0.5 s to
     # finish (its calls take milliseconds) instead of kopf's ten loop cycles, then is abandoned.
     settings.background.instant_exit_timeout = 0.5
@@ -60,6 +63,12 @@ async def flashsale_cleanup(memo: kopf.Memo, **_: Any) -> None:
         await ctx.api.aclose()
 
 
+@kopf.index(GROUP, VERSION, PLURAL)
+def flashsale_sale_ids(status: kopf.Status, meta: kopf.Meta, **_: Any) -> dict[str, str]:
+    """Which FlashSale manages which sale id, so a second one cannot take over a running sale."""
+    return builders.build_owner_entry(status=status, meta=meta)
+
+
 @kopf.on.create(GROUP, VERSION, PLURAL, backoff=BACKOFF_S)
 async def flashsale_create(
     spec: kopf.Spec,
@@ -67,11 +76,14 @@ async def flashsale_create(
     meta: kopf.Meta,
     memo: kopf.Memo,
     patch: kopf.Patch,
+    flashsale_sale_ids: kopf.Index[str, str] | None = None,
     **_: Any,
 ) -> None:
     ctx = reconcile.context(memo)
     resource = reconcile.Resource.of(meta=meta, spec=spec, status=status)
-    decision = await reconcile.run(ctx=ctx, resource=resource, patch=patch)
+    decision = await reconcile.run(
+        ctx=ctx, resource=resource, patch=patch, owners=flashsale_sale_ids
+    )
     reconcile.schedule(ctx, memo, decision)
 
 
@@ -82,11 +94,14 @@ async def flashsale_update(
     meta: kopf.Meta,
     memo: kopf.Memo,
     patch: kopf.Patch,
+    flashsale_sale_ids: kopf.Index[str, str] | None = None,
     **_: Any,
 ) -> None:
     ctx = reconcile.context(memo)
     resource = reconcile.Resource.of(meta=meta, spec=spec, status=status)
-    decision = await reconcile.run(ctx=ctx, resource=resource, patch=patch)
+    decision = await reconcile.run(
+        ctx=ctx, resource=resource, patch=patch, owners=flashsale_sale_ids
+    )
     reconcile.schedule(ctx, memo, decision)
 
 

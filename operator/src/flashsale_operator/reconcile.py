@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn
@@ -76,9 +76,19 @@ def context(memo: kopf.Memo) -> Context:
     return ctx
 
 
-async def run(*, ctx: Context, resource: Resource, patch: kopf.Patch) -> lifecycle.Decision:
-    """Reconcile now: validate, act, write patch.status. Raises kopf's errors on failure."""
+async def run(
+    *,
+    ctx: Context,
+    resource: Resource,
+    patch: kopf.Patch,
+    owners: Mapping[str, Iterable[str]] | None = None,
+) -> lifecycle.Decision:
+    """Reconcile now: validate, act, write patch.status. Raises kopf's errors on failure.
+
+    `owners` (kopf's sale-id index) refuses a sale id that another FlashSale already manages."""
     sale = _parse(ctx, resource, patch)
+    if owners is not None:
+        _claim(ctx, resource, patch, sale.sale_id, owners)
     try:
         decision, desired = await _reconcile(ctx, sale, resource)
     except api_client.ApiUnavailable as e:
@@ -166,6 +176,35 @@ def _parse(ctx: Context, resource: Resource, patch: kopf.Patch) -> lifecycle.Sal
 
 
 _BOTH = (lifecycle.READY, lifecycle.SPEC_APPLIED)
+
+
+def _claim(
+    ctx: Context,
+    resource: Resource,
+    patch: kopf.Patch,
+    sale_id: str,
+    owners: Mapping[str, Iterable[str]],
+) -> None:
+    """Refuse to manage a sale another FlashSale manages: both would upsert it, and deleting
+    either would delete the other's sale."""
+    if resource.status.get("saleId"):
+        return  # ours already
+    me = f"{resource.namespace}/{resource.name}"
+    others = sorted(owner for owner in owners.get(sale_id, ()) if owner != me)
+    if not others:
+        return
+    message = f"sale {sale_id} is already managed by FlashSale {others[0]}; set another spec.saleId"
+    patch.status.update(
+        builders.build_error_status(
+            resource.status,
+            reason="SaleIdConflict",
+            message=message,
+            generation=resource.generation,
+            now=ctx.clock(),
+            types=_BOTH,
+        )
+    )
+    raise kopf.PermanentError(message)
 
 
 async def _reconcile(

@@ -198,3 +198,20 @@ async def test_the_operator_waits_out_an_api_outage(
             )
     assert status(back)["phase"] == "Open"
     assert status(back)["remaining"] == 4
+
+
+async def test_a_second_flashsale_cannot_take_over_a_running_sale(
+    kube: Any, run_flashsale_operator: Any, client: Any
+) -> None:
+    spec = {"product": "Boots", "price": "80.00", "stock": 3, "saleId": "boots", "duration": "5m"}
+    async with run_flashsale_operator():
+        await kube.create("boots", spec)
+        await kube.wait_for("boots", phase_is("Open"), what="first one Open")
+        await kube.create("boots-again", {**spec, "stock": 30})
+        conflict = await kube.wait_for("boots-again", phase_is("Error"), what="conflict")
+        assert condition(conflict, "Ready")["reason"] == "SaleIdConflict"
+        assert "shop/boots" in condition(conflict, "Ready")["message"]
+        await kube.delete("boots-again")
+        await kube.wait_for("boots-again", lambda o: o is None, what="conflicting one deleted")
+    sale = (await client.get("/v1/sales/boots")).json()
+    assert (sale["state"], sale["initial_stock"]) == ("open", 3)
