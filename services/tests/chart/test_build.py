@@ -137,11 +137,19 @@ def test_skaffold_builds_both_targets_and_passes_both_images(chart_values: dict[
 def test_skaffold_profiles_switch_real_chart_values(chart_values: dict[str, Any]) -> None:
     app, loadtest = _skaffold()
     profiles = {p["name"]: p for p in app["profiles"]}
+    prefix = "/deploy/helm/releases/0/setValues/"
+    switched = {}
     for profile in profiles.values():
         for patch in profile["patches"]:
-            prefix = "/deploy/helm/releases/0/setValues/"
             if patch["path"].startswith(prefix):
-                assert _dig(chart_values, patch["path"].removeprefix(prefix)) is False
+                key = patch["path"].removeprefix(prefix)
+                _dig(chart_values, key)  # a value the chart has, not a typo Helm would ignore
+                switched[(profile["name"], key)] = patch["value"]
+    assert switched == {
+        ("dev", "dev.enabled"): True,
+        ("loadtest", "loadtest.enabled"): True,
+        ("no-keda", "workers.autoscaling.mode"): "none",
+    }
     assert profiles["dev"]["activation"] == [{"command": "dev"}]
     # The loadtest config turns on the app's loadtest profile, and only when asked to.
     (dependency,) = loadtest["requires"][0]["activeProfiles"]
