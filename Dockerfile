@@ -55,9 +55,12 @@ FROM python:3.11-slim-trixie@sha256:90744cff8f32887f075c47d747a173ff333e9e988016
 RUN groupadd --system --gid 1000 flashsale \
     && useradd --system --uid 1000 --gid 1000 --no-create-home --home-dir /nonexistent \
         --shell /usr/sbin/nologin flashsale
+# HOME=/tmp: the root filesystem is read-only in the cluster and /tmp is an emptyDir, so libraries that
+# keep a cache under $HOME find a writable place.
 ENV PATH="/app/.venv/bin:${PATH}" \
     PYTHONUNBUFFERED=1 \
-    PYTHONDONTWRITEBYTECODE=1
+    PYTHONDONTWRITEBYTECODE=1 \
+    HOME=/tmp
 WORKDIR /app
 
 FROM runtime AS services
