@@ -239,6 +239,17 @@ class PgStore:
                 sale_id,
             )
 
+    async def deleted_with_orders(self, sale_id: str) -> bool:
+        """Whether the sale was deleted and has order rows: its id then belongs to those orders and
+        cannot name a new sale (its `sold` counter, per-user holds and invariants would mix)."""
+        async with unavailable_on_error("read sale"):
+            found = await self.pool.fetchval(
+                """SELECT EXISTS (SELECT 1 FROM orders WHERE sale_id = $1)
+                   FROM sales WHERE sale_id = $1 AND deleted_at IS NOT NULL""",
+                sale_id,
+            )
+        return bool(found)
+
     async def sale_sold(self, sale_id: str) -> int | None:
         async with unavailable_on_error("read sale"):
             value = await self.pool.fetchval("SELECT sold FROM sales WHERE sale_id = $1", sale_id)

@@ -286,7 +286,10 @@ class RedisStock:
         if int(reply[0]) == 1:
             raise errors.SaleInProgress()
         if int(reply[0]) == 2:
-            raise errors.SaleInProgress("the sale is being deleted; try again once it is gone")
+            raise errors.SaleInProgress(
+                "the sale was deleted and its orders keep this id; create the new sale under "
+                "another id"
+            )
         return bool(int(reply[1]))
 
     @guarded("open/close sale")

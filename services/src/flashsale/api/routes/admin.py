@@ -68,6 +68,13 @@ async def upsert_sale(
     sale_id: str, body: SaleUpsert, services: ServicesDep, admin: AdminDep
 ) -> Response:
     definition = _definition(_sale_id(sale_id), body, now=datetime.now(UTC))
+    # Checked before Redis accepts the definition: a sale reborn under a deleted id would take
+    # orders that PostgreSQL then refuses (the old orders hold its `sold` counter).
+    if await services.pg.deleted_with_orders(sale_id):
+        raise errors.SaleInProgress(
+            f"sale {sale_id} was deleted and its orders keep this id; create the new sale under "
+            "another id"
+        )
     created = await services.stock.upsert_sale(definition)
     await services.pg.upsert_sale(definition)
     logger.info(
