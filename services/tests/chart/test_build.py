@@ -191,3 +191,25 @@ def test_kind_node_fits_the_ingress_and_the_chart_defaults(chart_values: dict[st
     pod_subnet = kind["networking"]["podSubnet"]
     assert chart_values["api"]["forwardedAllowIps"] == pod_subnet
     assert chart_values["ingress"]["rateLimit"]["allowlist"] == pod_subnet
+
+
+def test_the_cluster_guide_uses_only_what_exists(chart_values: dict[str, Any]) -> None:
+    """docs/kubernetes.md lists what a user types: its profiles, configs and files must exist."""
+    guide = (REPO / "docs" / "kubernetes.md").read_text()
+    app, loadtest = _skaffold()
+    profiles = {p["name"] for p in app["profiles"]} | {p["name"] for p in loadtest["profiles"]}
+    configs = {app["metadata"]["name"], loadtest["metadata"]["name"]}
+    assert set(re.findall(r"skaffold \w+(?: -m \w+)? -p ([\w-]+)", guide)) <= profiles
+    assert set(re.findall(r"skaffold \w+ -m (\w+)", guide)) <= configs
+    for path in (
+        "kind-config.yaml",
+        "flashsale.yaml",
+        "charts/flashsale/files/loadtest/flash_sale.js",
+    ):
+        assert path in guide
+        assert (REPO / path).exists(), path
+    # Pinned installs, and the names the chart really gives things.
+    assert "controller-v1.15.1/deploy/static/provider/kind/deploy.yaml" in guide
+    assert "keda/releases/download/v2.19.0/keda-2.19.0.yaml" in guide
+    assert f"/v1/sales/{chart_values['loadtest']['saleId']}" in guide
+    assert "job/flashsale-k6-r<N>" in guide
