@@ -51,9 +51,18 @@ demo: install ## run a flash sale end to end on this machine and write the repor
 bench: install ## the benchmark suite (throughput steps vs a bare baseline, SSE, drain rate) -> reports/
 	$(BIN)/flashsale bench $(BENCH_ARGS)
 
+# Pinned add-ons the chart expects on kind (docs/kubernetes.md explains each).
+INGRESS_NGINX_MANIFEST := https://raw.githubusercontent.com/kubernetes/ingress-nginx/controller-v1.15.1/deploy/static/provider/kind/deploy.yaml
+KEDA_MANIFEST := https://github.com/kedacore/keda/releases/download/v2.19.0/keda-2.19.0.yaml
+
 .PHONY: up
-up: ## kind cluster + skaffold run
+up: ## kind cluster with ingress-nginx and KEDA, the CRDs, then skaffold run
 	kind get clusters | grep -qx flashsale || kind create cluster --name flashsale --config kind-config.yaml
+	kubectl apply -f $(INGRESS_NGINX_MANIFEST)
+	kubectl apply --server-side -f $(KEDA_MANIFEST)
+	kubectl -n ingress-nginx wait --for=condition=ready pod --selector=app.kubernetes.io/component=controller --timeout=180s
+	kubectl -n keda wait --for=condition=available deployment --all --timeout=300s
+	# Helm installs crds/ only on first install: apply them so a changed schema reaches the cluster.
 	kubectl apply -f charts/flashsale/crds/
 	skaffold run
 

@@ -41,10 +41,12 @@ async def unavailable_on_error(what: str) -> AsyncIterator[None]:
         yield
     except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError, TimeoutError) as e:
         raise errors.StoreUnavailable(f"postgres: {what}: {e!r}") from e
-    except (
-        asyncpg.CannotConnectNowError
-    ) as e:  # pragma: no cover - subclass of the above in practice
+    except (asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError) as e:
+        # Starting up or shutting down (a restart): the same as not answering.
         raise errors.StoreUnavailable(f"postgres: {what}: {e!r}") from e
+    except asyncpg.UndefinedTableError as e:
+        # A pod that started before `flashsale migrate` finished: wait, do not crash-loop.
+        raise errors.StoreUnavailable(f"postgres: {what}: schema not migrated yet ({e})") from e
 
 
 async def create_pool(settings: PostgresSettings) -> Pool:

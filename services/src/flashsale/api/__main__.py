@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from pathlib import Path
 
 import uvicorn
 
@@ -17,6 +18,11 @@ def main() -> None:
     if settings.api.workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         # Several processes answer /metrics in turn: each must report the sum over all of them.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="flashsale-metrics-")
+    elif "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        # A directory that outlives the process (an emptyDir across container restarts) still holds
+        # the last run's counters: start from zero, as prometheus-client asks.
+        for stale in Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).glob("*.db"):
+            stale.unlink()
     uvicorn.run(
         "flashsale.api.app:create_app_from_env",
         factory=True,

@@ -34,15 +34,16 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+# `group` is label-selector safe (stream names hold ':'); the chart's HPA alternative selects on it.
 QUEUE_LAG = Gauge(
     "flashsale_queue_lag",
     "Entries of a stream not yet delivered to its consumer group (XINFO GROUPS lag).",
-    ["stream"],
+    ["stream", "group"],
 )
 QUEUE_PENDING = Gauge(
     "flashsale_queue_pending",
     "Entries delivered to a consumer but not yet acknowledged.",
-    ["stream"],
+    ["stream", "group"],
 )
 CLAIMED = Counter(
     "flashsale_queue_claimed_total",
@@ -220,8 +221,8 @@ class Consumer:
         while not self.ctx.stop.is_set():
             try:
                 info = await self.stream.info()
-                QUEUE_LAG.labels(name).set(info.lag)
-                QUEUE_PENDING.labels(name).set(info.pending)
+                QUEUE_LAG.labels(name, self.stream.group).set(info.lag)
+                QUEUE_PENDING.labels(name, self.stream.group).set(info.pending)
                 await self.stream.trim()
             except errors.StoreUnavailable as e:
                 logger.debug("housekeeping of %s skipped: %s", name, e.detail)
