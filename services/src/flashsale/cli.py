@@ -284,10 +284,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args)
 
 
-def cmd_env_doc(_: argparse.Namespace) -> int:
-    from flashsale.local.envdoc import markdown_table
+def cmd_env_doc(args: argparse.Namespace) -> int:
+    from flashsale.local.envdoc import markdown_table, with_table
 
-    sys.stdout.write(markdown_table() + "\n")
+    if args.write is None:
+        sys.stdout.write(markdown_table() + "\n")
+        return 0
+    path = Path(args.write)
+    try:
+        path.write_text(with_table(path.read_text()))
+    except (OSError, ValueError) as e:
+        raise CliError(f"cannot update {path}: {e}") from e
     return 0
 
 
@@ -351,9 +358,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo_arguments(demo)
     demo.set_defaults(func=cmd_demo)
 
-    sub.add_parser("env-doc", help="the FLASHSALE_* settings as a Markdown table").set_defaults(
-        func=cmd_env_doc
-    )
+    env_doc = sub.add_parser("env-doc", help="the FLASHSALE_* settings as a Markdown table")
+    env_doc.add_argument("--write", metavar="FILE", help="replace the table between the markers")
+    env_doc.set_defaults(func=cmd_env_doc)
     return parser
 
 

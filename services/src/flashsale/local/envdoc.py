@@ -42,3 +42,15 @@ def markdown_table() -> str:
     lines = ["| variable | default | meaning |", "|---|---|---|"]
     lines += [f"| `{env}` | {default} | {description} |" for env, default, description in rows()]
     return "\n".join(lines)
+
+
+START, END = "<!-- env-doc:start -->", "<!-- env-doc:end -->"
+
+
+def with_table(text: str) -> str:
+    """`text` (a README) with the block between the env-doc markers replaced by the table."""
+    head, start, rest = text.partition(START)
+    _, end, tail = rest.partition(END)
+    if not start or not end:
+        raise ValueError(f"the document has no {START} ... {END} block")
+    return f"{head}{START}\n{markdown_table()}\n{END}{tail}"
