@@ -483,6 +483,27 @@ async def test_health_readiness_and_metrics(http: httpx.AsyncClient, stock: Redi
     assert float(sale_clients.split()[-1]) >= 1
 
 
+async def test_a_shutdown_ends_open_streams_at_once(stores: Any, stock: RedisStock) -> None:
+    sale_id = await create_sale(stock)
+    server_running = contextlib.ExitStack()
+    sse = server_running.enter_context(running_sse(stores.redis_url))
+    try:
+        async with httpx.AsyncClient(base_url=sse.url, timeout=10) as client:
+            await wait_ready(client)
+            async with stream(client, f"/v1/sales/{sale_id}/events") as events:
+                await events.next()
+                started = time.monotonic()
+                server_running.close()  # what SIGTERM does: uvicorn's shutdown
+                stopped_s = time.monotonic() - started
+                with pytest.raises(EOFError):
+                    await events.next(within_s=2)
+    finally:
+        server_running.close()
+
+    # Well under the graceful-shutdown bound, which only a client that stopped reading would hit.
+    assert stopped_s < server.GRACEFUL_SHUTDOWN_S / 2
+
+
 # --- Redis going away -----------------------------------------------------------------------------
 
 

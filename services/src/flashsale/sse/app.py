@@ -3,8 +3,9 @@
 Routes: GET /v1/sales/{sale_id}/events, GET /v1/me/events, /healthz, /readyz, /metrics, and an
 OPTIONS preflight for any of them (CORS: GET from any origin). Each stream is one coroutine that
 writes what its client (sse.clients) has due and sleeps on one future in between, plus one small
-task that notices the peer leaving. Measured: ~11 KB per idle client on uvicorn + httptools +
-uvloop, against ~30 KB for a framework StreamingResponse (see sse/capacity.py). Imports sse,
+task that notices the peer leaving. Measured with sse/capacity.py: ~11 KB per idle client on
+uvicorn + httptools + uvloop (173 MB RSS at 10,000 clients; the reference system's ~30 KB per
+connection would be ~300 MB). Imports sse,
 flashsale.web, adapters, domain, config and errors; never flashsale.api.
 """
 

@@ -27,6 +27,9 @@ GRACEFUL_SHUTDOWN_S = 5
 KEEP_ALIVE_S = 5
 # File descriptors kept for everything that is not a client socket (Redis, logs, the listener).
 SPARE_FDS = 64
+# Connections allowed above max_clients before uvicorn itself answers a bare 503: room for probes,
+# scrapes and our own problem-JSON refusals; a hard cap on sockets that never send a request.
+CONNECTION_HEADROOM = 256
 
 
 class SseServer(uvicorn.Server):
@@ -55,6 +58,7 @@ def build_server(settings: config.Settings, *, app: SseApp | None = None) -> Sse
         proxy_headers=True,
         forwarded_allow_ips=settings.api.forwarded_allow_ips,
         backlog=BACKLOG,
+        limit_concurrency=settings.sse.max_clients + CONNECTION_HEADROOM,
         timeout_keep_alive=KEEP_ALIVE_S,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
     )
