@@ -14,7 +14,7 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from importlib import resources
 from typing import Any
@@ -158,11 +158,19 @@ def encode_cursor(created_at: datetime, order_id: str) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    """The position encode_cursor wrote; ValueError for anything else (a client may send any
+    text, and none of it may reach PostgreSQL as a 500)."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created, order_id = orjson.loads(raw)
-        return datetime.fromisoformat(created), uuid.UUID(order_id)
-    except (ValueError, TypeError) as e:
+        doc = orjson.loads(raw)
+        if not (isinstance(doc, list) and len(doc) == 2 and all(isinstance(v, str) for v in doc)):
+            raise ValueError("not a [created_at, order_id] pair of strings")
+        created = datetime.fromisoformat(doc[0])
+        if created.tzinfo is None:
+            raise ValueError("created_at has no time zone")
+        # Normalised to UTC here: an instant PostgreSQL cannot hold fails now, not in the query.
+        return created.astimezone(UTC), uuid.UUID(doc[1])
+    except (ValueError, TypeError, OverflowError) as e:
         raise ValueError("invalid cursor") from e
 
 
