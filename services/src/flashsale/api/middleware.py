@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from flashsale.web import problem
@@ -21,6 +23,37 @@ def _declared_length(scope: Scope) -> int:
     return 0
 
 
+class _Metered:
+    """One request's receive and send, counting body bytes. Past the limit, receive raises and
+    whatever the app then tries to answer is dropped: FastAPI catches any error while reading a
+    body and answers 400 "There was an error parsing the body", but the only true answer to an
+    oversized body is our 413."""
+
+    def __init__(self, receive: Receive, send: Send, *, max_bytes: int) -> None:
+        self._receive = receive
+        self._send = send
+        self._max_bytes = max_bytes
+        self._seen = 0
+        self.exceeded = False
+        self.started = False
+
+    async def receive(self) -> Message:
+        message = await self._receive()
+        if message["type"] == "http.request":
+            self._seen += len(message.get("body", b""))
+            if self._seen > self._max_bytes:
+                self.exceeded = True
+                raise BodyTooLarge
+        return message
+
+    async def send(self, message: Message) -> None:
+        if self.exceeded:
+            return
+        if message["type"] == "http.response.start":
+            self.started = True
+        await self._send(message)
+
+
 class BodyLimit:
     """Refuse bodies over `max_bytes`: by Content-Length at once, else while streaming them in."""
 
@@ -35,29 +68,11 @@ class BodyLimit:
         if _declared_length(scope) > self.max_bytes:
             await self._refuse(scope, receive, send)
             return
-        seen = 0
-        started = False
-
-        async def limited_receive() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise BodyTooLarge
-            return message
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except BodyTooLarge:
-            if not started:
-                await self._refuse(scope, receive, send)
+        metered = _Metered(receive, send, max_bytes=self.max_bytes)
+        with contextlib.suppress(BodyTooLarge):
+            await self.app(scope, metered.receive, metered.send)
+        if metered.exceeded and not metered.started:
+            await self._refuse(scope, receive, send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = problem(
