@@ -1,5 +1,5 @@
 -- reserve.lua: the whole purchase decision in one atomic step on the sale's slot.
--- Order of checks: sale exists, rate limits, idempotency (replay / reuse), window against Redis TIME,
+-- Order of checks: rate limits, sale exists, idempotency (replay / reuse), window against Redis TIME,
 -- queue backlog, per-user limit, stock. Only a successful reservation writes anything besides the
 -- rate-limit state: stock -qty, holds +qty, counters, XADD to the order stream, the stored answer,
 -- and a PUBLISH of the new stock (subscribers derive sold_out from remaining == 0).
@@ -15,16 +15,17 @@
 
 local now = now_ms()
 
-local sale = redis.call('HMGET', KEYS[1], 'initial', 'remaining', 'opens', 'closes', 'limit', 'price',
-                        'deleting')
-if not sale[1] or sale[7] == '1' then
-  return {2}
-end
-
+-- Rate limits first: the contract applies them to every purchase, one for an unknown sale included.
 local retry_after = rate_limit(KEYS[4], tonumber(ARGV[7]), tonumber(ARGV[8]), KEYS[5], tonumber(ARGV[9]),
                                tonumber(ARGV[10]), now)
 if retry_after > 0 then
   return {3, retry_after}
+end
+
+local sale = redis.call('HMGET', KEYS[1], 'initial', 'remaining', 'opens', 'closes', 'limit', 'price',
+                        'deleting')
+if not sale[1] or sale[7] == '1' then
+  return {2}
 end
 
 -- Idempotency: a finished key returns its stored answer; a different body under the same key is refused.
