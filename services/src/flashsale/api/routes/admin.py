@@ -67,7 +67,9 @@ async def _sale_out(services: Services, sale_id: str) -> SaleOut:
 async def upsert_sale(
     sale_id: str, body: SaleUpsert, services: ServicesDep, admin: AdminDep
 ) -> Response:
-    definition = _definition(_sale_id(sale_id), body, now=datetime.now(UTC))
+    # A malformed id is a 422 here (validate_definition says what a sale id may be): PUT names a
+    # sale to create, unlike the other routes, where such an id is simply not found.
+    definition = _definition(sale_id, body, now=datetime.now(UTC))
     # Checked before Redis accepts the definition: a sale reborn under a deleted id would take
     # orders that PostgreSQL then refuses (the old orders hold its `sold` counter).
     if await services.pg.deleted_with_orders(sale_id):
