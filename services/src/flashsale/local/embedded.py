@@ -120,6 +120,9 @@ class EmbeddedValkey:
     port: int
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
+    def __post_init__(self) -> None:
+        self.data_dir = self.data_dir.resolve()
+
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
@@ -234,6 +237,10 @@ class EmbeddedPostgres:
     )
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
+    def __post_init__(self) -> None:
+        # Absolute: the server runs from another working directory than ours.
+        self.data_dir = self.data_dir.resolve()
+
     @property
     def dsn(self) -> str:
         return f"postgresql://{PG_APP_USER}:{PG_APP_PASSWORD}@127.0.0.1:{self.port}/{PG_DATABASE}"
@@ -271,7 +278,8 @@ class EmbeddedPostgres:
             )  # fmt: skip
         args = [
             str(bindir / "postgres"), "-D", str(self.data_dir), "-p", str(self.port),
-            "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.data_dir}",
+            # TCP only: a Unix socket path under a deep data dir can exceed the 107-byte limit.
+            "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
             "-c", "max_connections=200", "-c", "shared_buffers=128MB",
             "-c", f"fsync={'on' if self.fsync else 'off'}", "-c", "synchronous_commit=on",
         ]  # fmt: skip
