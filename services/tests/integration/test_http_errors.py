@@ -495,7 +495,9 @@ async def test_unknown_malformed_and_other_peoples_orders_are_404(
 async def test_the_per_user_limit_applies_to_purchases_and_reads(
     api_with: StartApi, probe: Probe
 ) -> None:
-    settings, client = await api_with(api={"rate_limit_user_per_s": 1, "rate_limit_user_burst": 2})
+    settings, client = await api_with(
+        api={"rate_limit_user_per_s": 0.2, "rate_limit_user_burst": 2}
+    )
     sale_id = await create_sale(
         client, bearer(settings, "admin-1", admin=True), stock=50, per_user_limit=50
     )
@@ -522,7 +524,9 @@ async def test_the_per_user_limit_applies_to_purchases_and_reads(
 async def test_purchases_for_unknown_sales_count_against_the_limit(
     api_with: StartApi, probe: Probe
 ) -> None:
-    settings, client = await api_with(api={"rate_limit_user_per_s": 1, "rate_limit_user_burst": 1})
+    settings, client = await api_with(
+        api={"rate_limit_user_per_s": 0.2, "rate_limit_user_burst": 1}
+    )
     user = random_user_id()
     first = await client.post(order_url("no-such-sale"), headers=headers(settings, user, "a"))
     assert_problem(first, 404, "sale_not_found")
@@ -532,7 +536,9 @@ async def test_purchases_for_unknown_sales_count_against_the_limit(
 
 
 async def test_the_per_address_limit_applies_across_users(api_with: StartApi, probe: Probe) -> None:
-    settings, client = await api_with(api={"rate_limit_addr_per_s": 1, "rate_limit_addr_burst": 3})
+    settings, client = await api_with(
+        api={"rate_limit_addr_per_s": 0.2, "rate_limit_addr_burst": 3}
+    )
     sale_id = await create_sale(client, bearer(settings, "admin-1", admin=True), stock=50)
     # The PUT above was the address's first request; two more purchases use up its burst.
     for user in ("u1", "u2"):

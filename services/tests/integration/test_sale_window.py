@@ -66,7 +66,7 @@ async def test_a_scheduled_sale_refuses_with_its_opening_time(
 async def test_a_sale_opens_by_the_clock(
     client: httpx.AsyncClient, settings: Settings, admin_headers: dict[str, str], probe: Probe
 ) -> None:
-    sale_id = await create_sale(client, admin_headers, stock=3, opens_in_s=0.5)
+    sale_id = await create_sale(client, admin_headers, stock=3, opens_in_s=1.5)
     problem(await buy(client, settings, sale_id, "alice"), 409, "sale_not_open")
 
     async def state() -> str:
