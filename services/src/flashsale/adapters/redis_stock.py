@@ -269,7 +269,8 @@ class RedisStock:
 
     @guarded("upsert sale")
     async def upsert_sale(self, sale: SaleDefinition) -> bool:
-        """Create or update; True when created. SaleInProgress on a stock change after sales."""
+        """Create or update; True when created. SaleInProgress on a stock change or a lower
+        per-user limit after sales."""
         reply = await self.scripts["upsert_sale"](
             keys=[keys.sale(sale.sale_id), keys.SALES],
             args=[
@@ -285,6 +286,11 @@ class RedisStock:
         )
         if int(reply[0]) == 1:
             raise errors.SaleInProgress()
+        if int(reply[0]) == 3:
+            raise errors.SaleInProgress(
+                "per_user_limit cannot be lowered once units are sold: buyers would hold more than "
+                "the new limit"
+            )
         if int(reply[0]) == 2:
             raise errors.SaleInProgress(
                 "the sale was deleted and its orders keep this id; create the new sale under "
