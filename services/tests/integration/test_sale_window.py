@@ -267,6 +267,34 @@ async def test_stock_can_change_before_any_order_but_not_after(
     assert (renamed.json()["name"], renamed.json()["remaining"]) == ("Renamed", 19)
 
 
+async def test_the_per_user_limit_may_rise_but_not_fall_after_orders(
+    client: httpx.AsyncClient, settings: Settings, admin_headers: dict[str, str], probe: Probe
+) -> None:
+    # Lowering it would leave buyers holding more than the limit: invariant 2 broken by a PUT.
+    sale_id = random_sale_id()
+    url = f"/v1/admin/sales/{sale_id}"
+    body = definition(stock=10, per_user_limit=2)
+    assert (await client.put(url, headers=admin_headers, json=body)).status_code == 201
+    lowered_early = await client.put(url, headers=admin_headers, json=body | {"per_user_limit": 1})
+    assert lowered_early.status_code == 200  # nothing sold yet: anything goes
+    assert (await client.put(url, headers=admin_headers, json=body)).status_code == 200
+    bought = await client.post(
+        f"/v1/sales/{sale_id}/orders",
+        headers={**bearer(settings, "alice"), "Idempotency-Key": "k"},
+        json={"quantity": 2},
+    )
+    assert bought.status_code == 202
+    lowered = await client.put(url, headers=admin_headers, json=body | {"per_user_limit": 1})
+    assert "per_user_limit" in problem(lowered, 409, "sale_in_progress")["detail"]
+    assert (await sale(client, sale_id))["per_user_limit"] == 2
+    assert (
+        await probe.pool.fetchval("SELECT per_user_limit FROM sales WHERE sale_id = $1", sale_id)
+        == 2
+    )
+    raised = await client.put(url, headers=admin_headers, json=body | {"per_user_limit": 3})
+    assert (raised.status_code, raised.json()["per_user_limit"]) == (200, 3)
+
+
 # --- DELETE ---------------------------------------------------------------------------------------
 
 
