@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import httpx
 import pytest
 
+from flashsale.adapters import redis_keys as keys
 from flashsale.config import Settings
 from flashsale.testing import bearer, create_sale, random_user_id
 from flashsale.verify import verify
@@ -55,6 +56,18 @@ async def test_a_replay_answers_the_first_answer_and_makes_no_second_order(
     first = await purchase(client, settings, sale_id, user, "k-1")
     assert first.status_code == 202, first.text
     assert "idempotent-replayed" not in first.headers
+    accepted = first.json()
+    assert accepted == {
+        "order_id": accepted["order_id"],
+        "sale_id": sale_id,
+        "user_id": user,
+        "quantity": 1,
+        "status": "pending",
+    }
+    assert first.headers["location"] == f"/v1/orders/{accepted['order_id']}"
+    # Remembered at least 24 h (and past the sale's end).
+    ttl_ms = await probe.redis.pttl(keys.idempotency(sale_id, user, "k-1"))
+    assert ttl_ms >= 24 * 3600 * 1000
     for _ in range(3):
         again = await purchase(client, settings, sale_id, user, "k-1")
         assert again.status_code == 202

@@ -221,6 +221,8 @@ async def test_put_is_an_idempotent_upsert(
     assert again.json() == created.json()
     doc = created.json()
     assert doc["sale_id"] == sale_id
+    assert doc["opens_at"].endswith("Z")  # RFC 3339 UTC
+    assert doc["closes_at"].endswith("Z")
     assert (doc["price"], doc["initial_stock"], doc["remaining"]) == ("49.99", 10, 10)
     assert parse(doc["opens_at"]) == parse(body["opens_at"]).replace(
         microsecond=parse(body["opens_at"]).microsecond // 1000 * 1000
