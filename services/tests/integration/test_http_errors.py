@@ -760,3 +760,18 @@ async def test_unknown_routes_and_methods_are_problems(
     assert_problem(await http.get("/no/such/route"), 404, "not_found")
     assert_problem(await http.delete(f"/v1/sales/{sale_id}"), 405, "method_not_allowed")
     assert_problem(await http.get(order_url(sale_id)), 405, "method_not_allowed")
+
+
+async def test_a_redis_outage_answers_503_problems_never_500(api_with: StartApi) -> None:
+    settings, client = await api_with(redis={"url": "redis://127.0.0.1:9/0", "socket_timeout_s": 1})
+    ready = await client.get("/readyz")
+    assert "redis" in assert_problem(ready, 503, "not_ready")["detail"]
+    assert (await client.get("/healthz")).status_code == 200  # alive, just not ready
+    purchase = await client.post(order_url("some-sale"), headers=headers(settings))
+    assert_problem(purchase, 503, "store_unavailable")
+    assert purchase.headers["retry-after"] == "1"
+    assert_problem(await client.get("/v1/sales/some-sale"), 503, "store_unavailable")
+    # Reading one's orders needs only PostgreSQL, but every route passes the rate limiter, which
+    # lives in Redis: a 503 as well, never a 500.
+    mine = await client.get("/v1/me/orders", headers=bearer(settings, "alice"))
+    assert_problem(mine, 503, "store_unavailable")
