@@ -133,13 +133,6 @@ def test_fingerprints_are_equal_exactly_when_sale_and_quantity_are(
     assert (fp_a == fp_b) is same
 
 
-@given(sale_ids, quantities)
-def test_fingerprint_is_deterministic(sale_id: str, qty: int) -> None:
-    assert purchase.fingerprint(sale_id=sale_id, quantity=qty) == purchase.fingerprint(
-        sale_id=sale_id, quantity=qty
-    )
-
-
 # --- refusals -------------------------------------------------------------------------------------
 
 REFUSALS: list[tuple[ReserveCode, type[errors.FlashSaleError], str]] = [
