@@ -29,6 +29,7 @@ import pytest
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from flashsale import config
+from flashsale.adapters import redis_keys as keys
 from flashsale.adapters import tokens
 from flashsale.adapters.redis_stock import RedisStock, connect
 from flashsale.domain.orders import OrderStatus
@@ -142,6 +143,21 @@ async def http(sse: Sse) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=sse.url, timeout=10) as client:
         await wait_ready(client)
         yield client
+
+
+@pytest.fixture(scope="module", autouse=True)
+async def _leave_no_orders_behind(stores: Any) -> AsyncIterator[None]:
+    """The reservations here append to the global order stream, for sales PostgreSQL never heard
+    of: take them out again, so a later worker test does not find them."""
+    yield
+    client = connect(config.RedisSettings(url=stores.redis_url))
+    try:
+        entries = await client.xrange(keys.ORDER_STREAM)
+        ours = [entry_id for entry_id, fields in entries if fields.get("s", "").startswith("sse-")]
+        if ours:
+            await client.xdel(keys.ORDER_STREAM, *ours)
+    finally:
+        await client.aclose()
 
 
 @pytest.fixture

@@ -7,10 +7,11 @@ Starts `python -m flashsale.sse` as a child process on a free port (or measures 
 to its event stream, step by step, each from a loopback source address (127.0.0.2, .3, ...) holding
 at most --per-addr of them, so the server's per-address bound is respected, not lifted. At each step
 it waits for every client's first `sale` event, reads the server's RSS, then makes --rounds
-reservations --gap-s apart and times each one from the reserve call to its `stock` event arriving at
-every client (end to end: Lua, PUBLISH, the subscription, fan-out, loopback). Loopback only, every
+stock messages --gap-s apart and times each from its PUBLISH to its `stock` event arriving at every
+client (end to end: Redis, the subscription, the hub, fan-out, loopback). Loopback only, every
 wait bounded; the child server and the sale are removed at the end. Prints a table (and --json).
-Imports sse.server's neighbours only through the command line; never flashsale.api or local.
+Imports config, adapters and domain; runs the server only as a child process; never flashsale.api
+or flashsale.local (pass the Redis URL that `flashsale up` prints).
 """
 
 from __future__ import annotations
@@ -38,9 +39,11 @@ import httpx
 import orjson
 
 from flashsale import config
+from flashsale.adapters import redis_keys as keys
 from flashsale.adapters.redis_stock import RedisStock, connect
 from flashsale.domain.sales import SaleDefinition
 
+BENCH_STOCK = 1_000_000
 CONNECT_CONCURRENCY = 200  # connects in flight: fast, yet far below the server's accept backlog
 _STOCK_ID = re.compile(rb"event: stock\nid: (\d+)\n")
 
@@ -119,20 +122,20 @@ class Crowd:
 
 
 async def measure_fanout(
-    crowd: Crowd, stock: RedisStock, sale_id: str, *, rounds: int, gap_s: float
+    crowd: Crowd, stock: RedisStock, sale_id: str, *, first_seq: int, rounds: int, gap_s: float
 ) -> tuple[list[float], int]:
-    """Delays (ms) from each reserve call to its stock event at every client; and misses."""
+    """Delays (ms) from each publish to its stock event at every client; and misses.
+
+    The stock messages are published as reserve.lua publishes them, without reserving: a real
+    reservation would queue an order for a sale PostgreSQL has never heard of, which the order
+    worker of a running stack would then have to dead-letter."""
     delays: list[float] = []
     missed = 0
-    for n in range(rounds):
-        await asyncio.sleep(gap_s)  # past the coalescing window: each reservation is a leading edge
+    for seq in range(first_seq, first_seq + rounds):
+        await asyncio.sleep(gap_s)  # past the coalescing window: each message is a leading edge
+        message = orjson.dumps({"type": "stock", "remaining": BENCH_STOCK - seq, "seq": seq})
         sent = time.perf_counter()
-        order_id = secrets.token_hex(8)
-        await stock.reserve(
-            sale_id=sale_id, user_id=f"bench-{n}-{order_id}", qty=1, idempotency_key=order_id,
-            fingerprint="bench", order_id=order_id, body=b"{}", client_addr="bench",
-        )  # fmt: skip
-        seq = (await stock.get_sale(sale_id)).seq
+        await stock.client.publish(keys.sale_events(sale_id), message)
         deadline = time.perf_counter() + 10
         while time.perf_counter() < deadline:
             if all(seq in c.arrivals for c in crowd.clients):
@@ -208,14 +211,11 @@ async def wait_ready(url: str, child: subprocess.Popen[bytes] | None = None) -> 
 
 
 async def run_steps(args: argparse.Namespace, url: str, pid: int) -> list[Step]:
-    stock = RedisStock(
-        connect(config.RedisSettings(url=args.redis_url)),
-        api=config.ApiSettings(rate_limit_user_per_s=0, rate_limit_addr_per_s=0),
-    )
+    stock = RedisStock(connect(config.RedisSettings(url=args.redis_url)))
     sale_id = f"capacity-{secrets.token_hex(4)}"
     now = datetime.now(UTC)
     await stock.upsert_sale(
-        SaleDefinition(sale_id, "capacity benchmark", Decimal("1.00"), 1_000_000,
+        SaleDefinition(sale_id, "capacity benchmark", Decimal("1.00"), BENCH_STOCK,
                        now - timedelta(seconds=1), now + timedelta(hours=1))
     )  # fmt: skip
     host, port = url.removeprefix("http://").rsplit(":", 1)
@@ -223,6 +223,7 @@ async def run_steps(args: argparse.Namespace, url: str, pid: int) -> list[Step]:
         host=host, port=int(port), path=f"/v1/sales/{sale_id}/events", per_addr=args.per_addr
     )
     steps: list[Step] = []
+    next_seq = (await stock.get_sale(sale_id)).seq + 1
     try:
         base_rss = rss_bytes(pid)
         for count in args.clients:
@@ -230,8 +231,9 @@ async def run_steps(args: argparse.Namespace, url: str, pid: int) -> list[Step]:
             await asyncio.sleep(args.hold_s)  # idle: let allocations settle before reading RSS
             rss = rss_bytes(pid)
             delays, missed = await measure_fanout(
-                crowd, stock, sale_id, rounds=args.rounds, gap_s=args.gap_s
+                crowd, stock, sale_id, first_seq=next_seq, rounds=args.rounds, gap_s=args.gap_s
             )
+            next_seq += args.rounds  # ids only go up, or the server would drop them as stale
             steps.append(
                 Step(
                     clients=count,
