@@ -8,7 +8,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import asyncpg
 import httpx
@@ -52,15 +52,14 @@ class Probe:
         self.pool = pool
 
     async def sale_hash(self, sale_id: str) -> dict[str, str]:
-        raw: dict[str, str] = await self.redis.hgetall(keys.sale(sale_id))
-        return raw
+        return cast(dict[str, str], await self.redis.hgetall(keys.sale(sale_id)))
 
     async def remaining(self, sale_id: str) -> int | None:
         value = await self.redis.hget(keys.sale(sale_id), "remaining")
         return None if value is None else int(value)
 
     async def holds(self, sale_id: str) -> dict[str, int]:
-        raw: dict[str, str] = await self.redis.hgetall(keys.holds(sale_id))
+        raw = cast(dict[str, str], await self.redis.hgetall(keys.holds(sale_id)))
         return {user: int(units) for user, units in raw.items()}
 
     async def queued(self) -> int:

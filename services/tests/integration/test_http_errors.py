@@ -405,7 +405,8 @@ async def test_a_body_over_16_kib_is_413_by_content_length_and_when_chunked(
     probe: Probe,
 ) -> None:
     async with probe.nothing_reserved(sale_id):
-        for i, content in enumerate([BIG, chunked(BIG)]):
+        contents: list[bytes | AsyncIterator[bytes]] = [BIG, chunked(BIG)]
+        for i, content in enumerate(contents):
             response = await http.post(
                 order_url(sale_id), headers=headers(settings, key=f"big-{i}"), content=content
             )

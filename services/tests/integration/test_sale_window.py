@@ -101,6 +101,7 @@ async def test_admin_close_moves_closes_at_to_now_and_is_idempotent(
     async with probe.nothing_reserved(sale_id):
         problem(await buy(client, settings, sale_id, "alice"), 409, "sale_closed")
     row = await probe.pool.fetchrow("SELECT closes_at FROM sales WHERE sale_id = $1", sale_id)
+    assert row is not None
     assert row["closes_at"] == parse(doc["closes_at"])  # PostgreSQL records the same window
 
 
@@ -393,12 +394,14 @@ async def test_stats_count_units_by_status(
 
     await probe.wait_settled(sale_id, 12)
     stats = (await client.get(stats_url, headers=admin_headers)).json()
-    units = dict(
-        await probe.pool.fetch(
-            "SELECT status, sum(quantity)::int FROM orders WHERE sale_id = $1 GROUP BY status",
+    units: dict[str, int] = {
+        r["status"]: r["units"]
+        for r in await probe.pool.fetch(
+            "SELECT status, sum(quantity)::int AS units FROM orders WHERE sale_id = $1 "
+            "GROUP BY status",
             sale_id,
         )
-    )
+    }
     assert stats == {
         "initial_stock": 30,
         "remaining": 30 - units.get("confirmed", 0),

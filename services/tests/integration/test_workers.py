@@ -12,7 +12,7 @@ import random
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import httpx
 import orjson
@@ -107,7 +107,7 @@ async def idle_for(probe: Probe, stream: str, group: str, *, ms: int) -> None:
 
     async def least_idle() -> int:
         pending = await probe.redis.xpending_range(stream, group, min="-", max="+", count=1000)
-        return min((p["time_since_delivered"] for p in pending), default=0)
+        return int(min((p["time_since_delivered"] for p in pending), default=0))
 
     await probe.eventually(least_idle, until=lambda idle: idle >= ms, timeout_s=5)
 
@@ -293,10 +293,10 @@ async def test_malformed_and_impossible_entries_go_to_the_dead_letter_stream(
     constraint = metric("flashsale_orders_dead_lettered_total", reason="constraint")
     now_ms = str(int(datetime.now(UTC).timestamp() * 1000))
 
-    def fields(order_id: str, sale: str, user: str) -> dict[str, str]:
+    def fields(order_id: str, sale: str, user: str) -> dict[Any, Any]:
         return {"o": order_id, "s": sale, "u": user, "q": "1", "p": "49.99", "k": "k", "t": now_ms}
 
-    bad_ids = [
+    bad_ids: list[Any] = [
         await probe.redis.xadd(keys.ORDER_STREAM, {"junk": "1"}),
         await probe.redis.xadd(
             keys.ORDER_STREAM, {**fields(str(uuid7()), sale_id, "x"), "q": "many"}
@@ -309,8 +309,7 @@ async def test_malformed_and_impossible_entries_go_to_the_dead_letter_stream(
     ]
 
     async def dead() -> list[tuple[str, dict[str, str]]]:
-        entries: list[tuple[str, dict[str, str]]] = await probe.redis.xrange(DEAD_LETTERS)
-        return entries
+        return cast(list[tuple[str, dict[str, str]]], await probe.redis.xrange(DEAD_LETTERS))
 
     letters = await probe.eventually(dead, until=lambda d: len(d) == 4, timeout_s=10)
     by_entry = {f["entry_id"]: f["reason"] for _, f in letters}
