@@ -285,6 +285,19 @@ async def test_deletion_ends_every_stream_with_closed_then_deleted() -> None:
     assert gone == [sale_hub]
 
 
+async def test_deleting_a_closed_sale_sends_only_deleted() -> None:
+    clock = FakeClock()
+    sale_hub = await _hub(clock, Reader(_snapshot(seq=2, closes=1)))
+    client = _join(sale_hub)
+    client.take(clock.now)
+    clock.advance(2)
+    assert _events(client.take(clock.now))[0][2]["state"] == "closed"
+
+    sale_hub.end()
+
+    assert [name for name, _, _ in _events(client.take(clock.now))] == ["deleted"]
+
+
 async def test_a_sale_created_anew_under_the_same_id_ends_the_old_streams() -> None:
     clock = FakeClock()
     sale_hub = await _hub(clock, Reader(_snapshot(seq=9), _snapshot(seq=1)))

@@ -235,18 +235,9 @@ async def run_steps(args: argparse.Namespace, url: str, pid: int) -> list[Step]:
             )
             next_seq += args.rounds  # ids only go up, or the server would drop them as stale
             steps.append(
-                Step(
-                    clients=count,
-                    rss_mb=round(rss / 2**20, 1),
-                    kb_per_client=round((rss - base_rss) / 1024 / count, 1),
-                    connect_s=round(connect_s, 2),
-                    fanout_p50_ms=round(_quantile(delays, 0.5), 1),
-                    fanout_p95_ms=round(_quantile(delays, 0.95), 1),
-                    fanout_p99_ms=round(_quantile(delays, 0.99), 1),
-                    fanout_max_ms=round(max(delays, default=float("nan")), 1),
-                    missed=missed,
-                )
-            )
+                _step(count, rss=rss, base_rss=base_rss, connect_s=connect_s, delays=delays,
+                      missed=missed)
+            )  # fmt: skip
             _say(_row(steps[-1]))
     finally:
         crowd.close()
@@ -254,6 +245,22 @@ async def run_steps(args: argparse.Namespace, url: str, pid: int) -> list[Step]:
             await stock.delete_sale(sale_id)
         await stock.client.aclose()
     return steps
+
+
+def _step(
+    count: int, *, rss: int, base_rss: int, connect_s: float, delays: list[float], missed: int
+) -> Step:
+    return Step(
+        clients=count,
+        rss_mb=round(rss / 2**20, 1),
+        kb_per_client=round((rss - base_rss) / 1024 / count, 1),
+        connect_s=round(connect_s, 2),
+        fanout_p50_ms=round(_quantile(delays, 0.5), 1),
+        fanout_p95_ms=round(_quantile(delays, 0.95), 1),
+        fanout_p99_ms=round(_quantile(delays, 0.99), 1),
+        fanout_max_ms=round(max(delays, default=float("nan")), 1),
+        missed=missed,
+    )
 
 
 def _say(line: str) -> None:
