@@ -101,6 +101,9 @@ class SseSettings(BaseModel):
     coalesce_ms: int = Field(default=250, ge=0, description="minimum gap between stock events")
     max_clients: int = Field(default=20_000, ge=1, description="connections per process")
     max_clients_per_addr: int = Field(default=1_000, ge=1, description="connections per address")
+    forwarded_allow_ips: str = Field(
+        default="127.0.0.1", description="proxies whose X-Forwarded-For is trusted"
+    )
 
 
 class WorkerSettings(BaseModel):

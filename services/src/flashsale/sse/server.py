@@ -56,7 +56,7 @@ def build_server(settings: config.Settings, *, app: SseApp | None = None) -> Sse
         # The per-address limit must count buyers, not the ingress: trust X-Forwarded-For from
         # the same proxies the API trusts.
         proxy_headers=True,
-        forwarded_allow_ips=settings.api.forwarded_allow_ips,
+        forwarded_allow_ips=settings.sse.forwarded_allow_ips,
         backlog=BACKLOG,
         limit_concurrency=settings.sse.max_clients + CONNECTION_HEADROOM,
         timeout_keep_alive=KEEP_ALIVE_S,
