@@ -1,6 +1,6 @@
-"""Unit-layer settings: hypothesis keeps no example database on disk (the unit layer leaves nothing
-behind in the working tree) and has no per-example deadline (a loaded CI box must not make a pure
-property flaky); 60 examples a property keep the whole layer under its 2 s budget."""
+"""Unit-layer settings for hypothesis: no example database (a failing example is printed, not
+replayed from disk), no per-example deadline (a loaded CI box must not make a pure property flaky),
+and 60 examples a property, which keeps the whole layer under its 2 s budget."""
 
 from __future__ import annotations
 
