@@ -98,20 +98,23 @@ class Probe:
         return {r["status"]: int(r["n"]) for r in rows}
 
     async def wait_settled(self, sale_id: str, rows: int, *, timeout_s: float = 20.0) -> None:
-        """Wait until the sale has `rows` order rows and none is pending or in reconciliation."""
+        """Wait until the sale has `rows` order rows, none pending or in reconciliation, and Redis
+        has applied every settlement too (the workers move PostgreSQL first, then Redis)."""
 
-        async def unsettled() -> tuple[int, int]:
+        async def unsettled() -> tuple[int, int, int]:
             count = await self.order_count(sale_id)
             open_ = await self.pool.fetchval(
                 "SELECT count(*) FROM orders WHERE sale_id = $1 "
                 "AND status IN ('pending', 'needs_reconciliation')",
                 sale_id,
             )
-            return count, int(open_)
+            counters = await self.sale_hash(sale_id)
+            in_redis = int(counters.get("pending", 0)) + int(counters.get("nr", 0))
+            return count, int(open_), in_redis
 
         await eventually(
             unsettled,
-            until=lambda v: v == (rows, 0),
+            until=lambda v: v == (rows, 0, 0),
             timeout_s=timeout_s,
             what=f"{rows} settled orders of {sale_id}",
         )

@@ -27,6 +27,9 @@ async def test_purchase_is_confirmed_and_invariants_hold(
 
     done = await wait_for_status(client, bearer(settings, user), order["order_id"], {"confirmed"})
     assert done["failure_reason"] is None
+    # PostgreSQL moves first, Redis's counters right after: wait until both have.
+    _, settled = await verify(settings, sale_id, wait_s=10)
+    assert settled.quiescent
 
     sale = (await client.get(f"/v1/sales/{sale_id}")).json()
     assert sale["remaining"] == 4

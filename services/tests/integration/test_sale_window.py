@@ -168,6 +168,7 @@ async def test_sold_out_goes_back_to_open_when_a_payment_fails(
     orders = [(await buy(client, settings, sale_id, user)).json() for user in ("alice", "bob")]
     async with probe.nothing_reserved(sale_id):
         problem(await buy(client, settings, sale_id, "carol"), 409, "sold_out")
+    await probe.wait_settled(sale_id, 2)
     for order in orders:
         failed = await wait_for_status(
             client, bearer(settings, order["user_id"]), order["order_id"], {"failed"}
