@@ -7,6 +7,7 @@ every redis-py error); the API and workers never see redis-py exceptions."""
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -22,10 +23,12 @@ from redis.exceptions import RedisError
 
 from flashsale import errors
 from flashsale.adapters import redis_keys as keys
+from flashsale.adapters.redis_pipe import PipelinedRedis
 from flashsale.config import ApiSettings, RedisSettings
 from flashsale.domain.orders import OrderStatus, PlacedOrder
 from flashsale.domain.purchase import Reservation, ReserveCode, raise_for_refusal
 from flashsale.domain.sales import SaleDefinition, SaleSnapshot, format_price, from_ms, to_ms
+from flashsale.domain.waiting_room import Mode, WaitingRoom
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +93,10 @@ def _script_source(name: str) -> str:
 class Scripts:
     """The Lua scripts, registered on one client (EVALSHA, loaded again on NOSCRIPT)."""
 
-    NAMES = ("reserve", "settle", "upsert_sale", "window", "delete_sale", "purge_sale", "ratelimit")
+    NAMES = (
+        "reserve", "settle", "upsert_sale", "window", "delete_sale", "purge_sale", "ratelimit",
+        "queue",
+    )  # fmt: skip
 
     def __init__(self, client: Redis) -> None:
         self._scripts: dict[str, AsyncScript] = {
@@ -149,15 +155,33 @@ def _snapshot(sale_id: str, raw: Mapping[str, str]) -> SaleSnapshot | None:
         closes_at=from_ms(int(raw["closes"])),
         per_user_limit=int(raw["limit"]),
         seq=int(raw.get("seq", 0)),
+        waiting_room=_waiting_room(raw),
+    )
+
+
+def _waiting_room(raw: Mapping[str, str]) -> WaitingRoom | None:
+    """The waiting-room settings of a sale hash (upsert_sale.lua writes them), None when off."""
+    if raw.get("wr") != "1":
+        return None
+    return WaitingRoom(
+        mode=Mode(raw["wr_mode"]),
+        admit_per_second=int(raw["wr_rate"]),
+        session_seconds=int(raw["wr_session"]),
     )
 
 
 class RedisStock:
     """Sales and their stock in Redis. One instance per process, sharing the client's pool."""
 
-    def __init__(self, client: Redis, *, api: ApiSettings | None = None) -> None:
+    def __init__(
+        self, client: Redis, *, api: ApiSettings | None = None, hot: PipelinedRedis | None = None
+    ) -> None:
         self.client = client
         self.scripts = Scripts(client)
+        # The purchase's own connection (redis_pipe): the API passes one; other users of the stock
+        # store (workers, tools, tests) run the same script through redis-py.
+        self.hot = hot
+        self._reserve_sha = hot.register_script(_script_source("reserve")) if hot else ""
         api = api or ApiSettings()
         self.limits = Limits.from_settings(api)
         self.idempotency_ttl_ms = api.idempotency_ttl_s * 1000
@@ -186,38 +210,43 @@ class RedisStock:
         order_id: str,
         body: bytes,
         client_addr: str,
+        admitted: bool = False,
     ) -> Reservation:
-        """Run reserve.lua. Returns the 202 body (fresh or replayed) or raises the refusal."""
+        """Run reserve.lua. Returns the 202 body (fresh or replayed) or raises the refusal.
+        `admitted`: the caller holds a valid admission pass (only a waiting room asks for one)."""
         limits = self.limits
-        reply = await self.scripts["reserve"](
-            keys=[
-                keys.sale(sale_id),
-                keys.holds(sale_id),
-                keys.idempotency(sale_id, user_id, idempotency_key),
-                keys.user_rate(user_id),
-                keys.addr_rate(client_addr),
-                keys.ORDER_STREAM,
-                keys.placed_order(order_id),
-            ],
-            args=[
-                user_id,
-                qty,
-                fingerprint,
-                order_id,
-                body,
-                self.idempotency_ttl_ms,
-                limits.user_interval_ms,
-                limits.user_burst,
-                limits.addr_interval_ms,
-                limits.addr_burst,
-                self.max_backlog,
-                self.overloaded_retry_after_s,
-                sale_id,
-                idempotency_key,
-                keys.sale_events(sale_id),
-                PLACED_ORDER_TTL_MS,
-            ],
-        )
+        script_keys = [
+            keys.sale(sale_id),
+            keys.holds(sale_id),
+            keys.idempotency(sale_id, user_id, idempotency_key),
+            keys.user_rate(user_id),
+            keys.addr_rate(client_addr),
+            keys.ORDER_STREAM,
+            keys.placed_order(order_id),
+        ]
+        script_args: list[Any] = [
+            user_id,
+            qty,
+            fingerprint,
+            order_id,
+            body,
+            self.idempotency_ttl_ms,
+            limits.user_interval_ms,
+            limits.user_burst,
+            limits.addr_interval_ms,
+            limits.addr_burst,
+            self.max_backlog,
+            self.overloaded_retry_after_s,
+            sale_id,
+            idempotency_key,
+            keys.sale_events(sale_id),
+            PLACED_ORDER_TTL_MS,
+            "1" if admitted else "0",
+        ]
+        if self.hot is not None:
+            reply = await self.hot.evalsha(self._reserve_sha, script_keys, script_args)
+        else:
+            reply = await self.scripts["reserve"](keys=script_keys, args=script_args)
         code = ReserveCode(int(reply[0]))
         if code in (ReserveCode.RESERVED, ReserveCode.REPLAYED):
             payload = reply[1]
@@ -282,6 +311,7 @@ class RedisStock:
                 to_ms(sale.closes_at),
                 sale.per_user_limit,
                 keys.sale_events(sale.sale_id),
+                *_waiting_room_args(sale.waiting_room),
             ],
         )
         if int(reply[0]) == 1:
@@ -290,6 +320,10 @@ class RedisStock:
             raise errors.SaleInProgress(
                 "per_user_limit cannot be lowered once units are sold: buyers would hold more than "
                 "the new limit"
+            )
+        if int(reply[0]) == 4:
+            raise errors.SaleInProgress(
+                "the waiting room's mode cannot change once its pre-queue is drawn (the opening)"
             )
         if int(reply[0]) == 2:
             raise errors.SaleInProgress(
@@ -312,7 +346,10 @@ class RedisStock:
     async def delete_sale(self, sale_id: str) -> bool:
         """Mark deleted (404 from now on); True if the keys were freed at once."""
         reply = await self.scripts["delete_sale"](
-            keys=[keys.sale(sale_id), keys.SALES, keys.holds(sale_id), keys.order_states(sale_id)],
+            keys=[
+                keys.sale(sale_id), keys.SALES, keys.holds(sale_id), keys.order_states(sale_id),
+                keys.queue_tickets(sale_id),
+            ],  # fmt: skip
             args=[sale_id, keys.sale_events(sale_id)],
         )
         if int(reply) < 0:
@@ -326,7 +363,10 @@ class RedisStock:
     async def purge_sale(self, sale_id: str) -> bool:
         """Free a deleted sale's keys if none of its orders is unsettled. True when purged."""
         reply = await self.scripts["purge_sale"](
-            keys=[keys.sale(sale_id), keys.SALES, keys.holds(sale_id), keys.order_states(sale_id)],
+            keys=[
+                keys.sale(sale_id), keys.SALES, keys.holds(sale_id), keys.order_states(sale_id),
+                keys.queue_tickets(sale_id),
+            ],  # fmt: skip
             args=[sale_id],
         )
         if int(reply) == 1:
@@ -422,6 +462,15 @@ class RedisStock:
             ],
         )
         return int(reply)
+
+
+def _waiting_room_args(room: WaitingRoom | None) -> list[str | int]:
+    """upsert_sale.lua's ARGV 9-13: on/off, mode, rate, session, and a fresh seed (the script
+    keeps a sale's first seed for good: the draw is audited against it)."""
+    if room is None:
+        return ["0", "", 0, 0, ""]
+    seed = secrets.token_hex(16)  # 128 bits: nobody can guess the order before the seed is shown
+    return ["1", room.mode.value, room.admit_per_second, room.session_seconds, seed]
 
 
 def decode_event(data: str | bytes) -> dict[str, Any]:
