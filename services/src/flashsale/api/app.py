@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from flashsale import __version__
 from flashsale.adapters import pg
+from flashsale.adapters.redis_pipe import PipelinedRedis
 from flashsale.adapters.redis_stock import RedisStock, connect
 from flashsale.adapters.tokens import TokenVerifier
 from flashsale.api import problems
@@ -28,10 +29,11 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis = connect(settings.redis)
+        hot = PipelinedRedis(settings.redis.url, timeout_s=settings.redis.socket_timeout_s)
         pool = await pg.create_pool(settings.postgres)
         app.state.services = Services(
             settings=settings,
-            stock=RedisStock(redis, api=settings.api),
+            stock=RedisStock(redis, api=settings.api, hot=hot),
             pg=pg.PgStore(pool),
             tokens=TokenVerifier(settings.auth),
         )
@@ -39,6 +41,7 @@ def create_app(settings: Settings) -> FastAPI:
             yield
         finally:
             await pool.close()
+            await hot.aclose()
             await redis.aclose()
 
     app = FastAPI(
