@@ -67,6 +67,18 @@ class NotAdmitted(FlashSaleError):
     code = "not_admitted"
 
 
+class WaitingRoomDisabled(FlashSaleError):
+    """This sale has no waiting room: buy directly."""
+
+    code = "waiting_room_disabled"
+
+
+class NotInQueue(FlashSaleError):
+    """This user holds no live ticket of this sale's waiting room; join it first."""
+
+    code = "not_in_queue"
+
+
 class OrderNotFound(FlashSaleError):
     """No such order."""
 

@@ -50,6 +50,11 @@ def order_states(sale_id: str) -> str:
     return f"{PREFIX}:{{{sale_id}}}:ost"
 
 
+def queue_tickets(sale_id: str) -> str:
+    """Hash user_id -> "seq:join_ms:admitted_ms": the sale's waiting-room tickets (queue.lua)."""
+    return f"{PREFIX}:{{{sale_id}}}:queue"
+
+
 def idempotency(sale_id: str, user_id: str, key: str) -> str:
     """String: request fingerprint + stored 202 answer for one (sale, user, Idempotency-Key)."""
     return f"{PREFIX}:{{{sale_id}}}:idem:{user_id}:{key}"
@@ -71,4 +76,4 @@ def sale_id_from_channel(channel: str) -> str:
 
 def sale_keys(sale_id: str) -> list[str]:
     """The fixed keys of a sale (idempotency keys are found with idempotency_pattern)."""
-    return [sale(sale_id), holds(sale_id), order_states(sale_id)]
+    return [sale(sale_id), holds(sale_id), order_states(sale_id), queue_tickets(sale_id)]

@@ -347,9 +347,12 @@ class RedisStock:
         """Mark deleted (404 from now on); True if the keys were freed at once."""
         reply = await self.scripts["delete_sale"](
             keys=[
-                keys.sale(sale_id), keys.SALES, keys.holds(sale_id), keys.order_states(sale_id),
+                keys.sale(sale_id),
+                keys.SALES,
+                keys.holds(sale_id),
+                keys.order_states(sale_id),
                 keys.queue_tickets(sale_id),
-            ],  # fmt: skip
+            ],
             args=[sale_id, keys.sale_events(sale_id)],
         )
         if int(reply) < 0:
@@ -364,9 +367,12 @@ class RedisStock:
         """Free a deleted sale's keys if none of its orders is unsettled. True when purged."""
         reply = await self.scripts["purge_sale"](
             keys=[
-                keys.sale(sale_id), keys.SALES, keys.holds(sale_id), keys.order_states(sale_id),
+                keys.sale(sale_id),
+                keys.SALES,
+                keys.holds(sale_id),
+                keys.order_states(sale_id),
                 keys.queue_tickets(sale_id),
-            ],  # fmt: skip
+            ],
             args=[sale_id],
         )
         if int(reply) == 1:
@@ -419,6 +425,12 @@ class RedisStock:
             idempotency_key="",
             created_at=from_ms(int(doc["created_at"])),
         )
+
+    @guarded("forget placed orders")
+    async def forget_placed_orders(self, order_ids: list[str]) -> None:
+        """Drop the summaries GET /v1/orders used while these orders had no row yet."""
+        if order_ids:
+            await self.client.unlink(*(keys.placed_order(o) for o in order_ids))
 
     @guarded("redis time")
     async def now(self) -> datetime:

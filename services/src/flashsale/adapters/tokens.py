@@ -1,6 +1,8 @@
 """Bearer tokens: HS256 JWTs with `sub` (user id), `exp` and an optional `role`.
 
-The algorithm is pinned to HS256: `none` and every other algorithm are refused. Verified tokens are
+The algorithm is pinned to HS256: `none` and every other algorithm are refused, and so is a token
+with a `typ` claim (the waiting room's tickets and passes, adapters/passes.py, are signed with the
+same secret but are not logins). Verified tokens are
 cached by their exact text until they expire, so a client that reuses its token (every real one
 does) costs one dict lookup instead of an HMAC and a JSON parse per request."""
 
@@ -59,6 +61,8 @@ class TokenVerifier:
             )
         except jwt.InvalidTokenError as e:
             raise errors.Unauthenticated(f"invalid bearer token: {e}") from e
+        if "typ" in claims:
+            raise errors.Unauthenticated("a waiting-room ticket or pass is not a bearer token")
         sub = claims.get("sub")
         if not isinstance(sub, str) or not USER_ID_RE.fullmatch(sub):
             raise errors.Unauthenticated(

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 
+from flashsale.domain.waiting_room import WaitingRoom, validate_room
 from flashsale.errors import InvalidSale
 
 SALE_ID_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
@@ -39,6 +40,7 @@ class SaleDefinition:
     opens_at: datetime
     closes_at: datetime
     per_user_limit: int = 1
+    waiting_room: WaitingRoom | None = None  # None: no waiting room (the default)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +57,7 @@ class SaleSnapshot:
     per_user_limit: int
     closed: bool = False
     seq: int = 0
+    waiting_room: WaitingRoom | None = None
 
     def state(self, now: datetime) -> SaleState:
         return derive_state(
@@ -67,7 +70,7 @@ class SaleSnapshot:
 
     def document(self, now: datetime) -> dict[str, object]:
         """The public sale document (GET /v1/sales/{id}, and the SSE `sale` event)."""
-        return {
+        doc: dict[str, object] = {
             "sale_id": self.sale_id,
             "name": self.name,
             "price": format_price(self.price),
@@ -78,6 +81,9 @@ class SaleSnapshot:
             "closes_at": rfc3339(self.closes_at),
             "per_user_limit": self.per_user_limit,
         }
+        if self.waiting_room is not None:  # a sale without one keeps the contract's document
+            doc["waiting_room"] = self.waiting_room.document()
+        return doc
 
 
 def derive_state(
@@ -134,6 +140,8 @@ def validate_definition(sale: SaleDefinition) -> SaleDefinition:
     if sale.closes_at - sale.opens_at > MAX_DURATION:
         raise InvalidSale("a sale may last at most 24 hours")
     parse_price(sale.price)
+    if sale.waiting_room is not None:
+        validate_room(sale.waiting_room)
     return sale
 
 

@@ -2,7 +2,7 @@
 -- and purchase answers 404 from now on), then frees its keys if no order of it is still unsettled;
 -- otherwise purge_sale.lua frees them later, when the last order settles.
 --
--- KEYS: 1 sale hash, 2 live-sales set, 3 holds hash, 4 order-states hash
+-- KEYS: 1 sale hash, 2 live-sales set, 3 holds hash, 4 order-states hash, 5 waiting-room tickets hash
 -- ARGV: 1 sale_id, 2 events channel
 -- Reply: -1 no such sale (or already deleted); 0 marked, purge pending; 1 marked and purged
 
@@ -21,6 +21,6 @@ local open = tonumber(redis.call('HGET', KEYS[1], 'pending') or '0')
 if open > 0 then
   return 0
 end
-redis.call('DEL', KEYS[1], KEYS[3], KEYS[4])
+redis.call('DEL', KEYS[1], KEYS[3], KEYS[4], KEYS[5])
 redis.call('SREM', KEYS[2], ARGV[1])
 return 1

@@ -1,5 +1,5 @@
 -- purge_sale.lua: free the keys of a deleted sale once none of its orders is unsettled.
--- KEYS: 1 sale hash, 2 live-sales set, 3 holds hash, 4 order-states hash
+-- KEYS: 1 sale hash, 2 live-sales set, 3 holds hash, 4 order-states hash, 5 waiting-room tickets hash
 -- ARGV: 1 sale_id
 -- Reply: 1 purged, 0 still has unsettled orders, -1 not a deleted sale
 
@@ -14,6 +14,6 @@ local open = tonumber(redis.call('HGET', KEYS[1], 'pending') or '0')
 if open > 0 then
   return 0
 end
-redis.call('DEL', KEYS[1], KEYS[3], KEYS[4])
+redis.call('DEL', KEYS[1], KEYS[3], KEYS[4], KEYS[5])
 redis.call('SREM', KEYS[2], ARGV[1])
 return 1

@@ -1,7 +1,8 @@
 -- settle.lua: apply one order status transition to the sale's Redis counters, exactly once.
 -- Called after PostgreSQL has committed the same transition; a redelivered message calls it again and it
 -- changes nothing the second time (the order's last applied status is kept in the order-states hash).
--- A failed order releases its units: stock +qty, the user's holds -qty, and the new stock is published.
+-- A failed order releases its units: stock +qty, the user's holds -qty, and the new stock is published; a
+-- waiting room paused by the sell-out resumes admitting.
 --
 -- KEYS: 1 sale hash, 2 holds hash, 3 order-states hash
 -- ARGV: 1 order_id, 2 user_id, 3 qty, 4 new status, 5 sale events channel, 6 order events channel,
@@ -41,6 +42,9 @@ if new == 'failed' then
   end
   local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
   redis.call('PUBLISH', ARGV[5], '{"type":"stock","remaining":' .. remaining .. ',"seq":' .. seq .. '}')
+  if remaining > 0 then
+    wr_resume(KEYS[1], ARGV[5], now_ms())
+  end
 end
 redis.call('PUBLISH', ARGV[6], ARGV[7])
 return 1

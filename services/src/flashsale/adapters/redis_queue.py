@@ -1,0 +1,124 @@
+"""The waiting room in Redis: joins, ticket status and the schedule, all through queue.lua on the
+sale's slot (see that script for the keys and the state). There is no admitter process: who is
+admitted is a pure function of that state and Redis TIME, so every call here may be repeated, by any
+process, after any restart.
+
+Shares the stock store's client, scripts and rate limits. Raises flashsale.errors only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flashsale import errors
+from flashsale.adapters import redis_keys as keys
+from flashsale.adapters.redis_stock import RedisStock, guarded
+from flashsale.domain.waiting_room import Mode, RoomState, Schedule, TicketStatus
+
+# queue.lua's refusals.
+_REFUSALS: dict[int, type[errors.FlashSaleError]] = {
+    2: errors.SaleNotFound,
+    6: errors.SaleClosed,
+    10: errors.SoldOut,
+    12: errors.WaitingRoomDisabled,
+    13: errors.NotInQueue,
+}
+_RATE_LIMITED = 3
+# Status looks and schedule reads come from our own processes (SSE, admin): no buyer limits apply.
+_NO_LIMIT: tuple[float, int, float, int] = (0.0, 1, 0.0, 1)
+
+
+def _refuse(reply: list[Any]) -> None:
+    code = int(reply[0])
+    if code == 0:
+        return
+    if code == _RATE_LIMITED:
+        raise errors.RateLimited(int(reply[1]))
+    raise _REFUSALS[code]()
+
+
+def _ticket(reply: list[Any]) -> TicketStatus:
+    (_, seq, joined_ms, rank, admitted, admitted_ms, first, joined, now, rate, session, opens,
+     remaining, new) = (int(v) for v in reply)  # fmt: skip
+    return TicketStatus(
+        seq=seq,
+        joined_ms=joined_ms,
+        rank=None if rank < 0 else rank,
+        admitted=admitted,
+        admitted_ms=admitted_ms or None,
+        first_admission=bool(first),
+        new_ticket=bool(new),
+        joined=joined,
+        now_ms=now,
+        rate=rate,
+        session_s=session,
+        opens_ms=opens,
+        remaining=remaining,
+    )
+
+
+class RedisQueue:
+    """One per process, on top of the process's stock store."""
+
+    def __init__(self, stock: RedisStock) -> None:
+        self._script = stock.scripts["queue"]
+        self._limits = stock.limits
+
+    async def _run(
+        self, op: str, sale_id: str, user_id: str, *, client_addr: str | None
+    ) -> list[Any]:
+        if client_addr is None:
+            user_interval, user_burst, addr_interval, addr_burst = _NO_LIMIT
+        else:
+            limits = self._limits
+            user_interval, user_burst = limits.user_interval_ms, limits.user_burst
+            addr_interval, addr_burst = limits.addr_interval_ms, limits.addr_burst
+        reply: list[Any] = await self._script(
+            keys=[
+                keys.sale(sale_id),
+                keys.queue_tickets(sale_id),
+                keys.user_rate(user_id or "-"),
+                keys.addr_rate(client_addr or "-"),
+            ],
+            args=[
+                op, user_id, keys.sale_events(sale_id),
+                user_interval, user_burst, addr_interval, addr_burst,
+            ],
+        )  # fmt: skip
+        _refuse(reply)
+        return reply
+
+    @guarded("join queue")
+    async def join(self, *, sale_id: str, user_id: str, client_addr: str) -> TicketStatus:
+        """Join (or look again: the same user keeps the same ticket until its pass expires). The
+        per-user and per-address rate limits apply here, in the same round trip."""
+        return _ticket(await self._run("join", sale_id, user_id, client_addr=client_addr))
+
+    @guarded("queue status")
+    async def status(self, *, sale_id: str, user_id: str) -> TicketStatus:
+        """A ticket as it stands now (records its first admission). NotInQueue without one."""
+        return _ticket(await self._run("status", sale_id, user_id, client_addr=None))
+
+    @guarded("queue schedule")
+    async def state(self, sale_id: str) -> RoomState:
+        """The waiting room as a whole: its schedule, counts and seed."""
+        reply = await self._run("schedule", sale_id, "", client_addr=None)
+        (now, opens, closes, remaining, mode, rate, session, base, since, paused, joined, drawn,
+         seed, version) = reply[1:]  # fmt: skip
+        return RoomState(
+            now_ms=int(now),
+            closes_ms=int(closes),
+            remaining=int(remaining),
+            mode=Mode(mode),
+            session_s=int(session),
+            schedule=Schedule(
+                opens_ms=int(opens),
+                base=int(base),
+                since_ms=int(since),
+                rate=int(rate),
+                paused=bool(int(paused)),
+            ),
+            joined=int(joined),
+            drawn=None if int(drawn) < 0 else int(drawn),
+            seed=str(seed),
+            version=int(version),
+        )
