@@ -55,6 +55,8 @@ class GatewaySettings(BaseModel):
     backoff_base_s: float = Field(default=0.1, ge=0, description="first retry delay")
     backoff_cap_s: float = Field(default=2.0, ge=0, description="largest retry delay")
     concurrency: int = Field(default=200, ge=1, description="charges in flight per payment worker")
+    # 10 s: a gateway asking for longer gets our next attempt then; the reconciler covers the rest.
+    max_retry_after_s: float = Field(default=10.0, gt=0, description="longest Retry-After honoured")
     currency: str = Field(default="EUR", min_length=3, max_length=3, description="ISO 4217 code")
 
 

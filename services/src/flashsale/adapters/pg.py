@@ -451,15 +451,26 @@ class PgStore:
             )
         return [_order(r) for r in rows]
 
-    async def unresolved_failures(self, *, since_s: float, limit: int) -> list[Order]:
-        """Orders failed because the gateway never confirmed, recently: the refund sweep's list."""
+    async def unresolved_failures(
+        self, *, since_s: float, recheck_after_s: float, limit: int
+    ) -> list[Order]:
+        """The refund sweep's list: orders given up as payment_unresolved within `since_s`, not
+        asked about in the last `recheck_after_s`, the never-asked first; marked as asked now."""
         async with unavailable_on_error("list unresolved"):
             rows = await self.pool.fetch(
-                f"""SELECT {ORDER_COLUMNS} FROM orders
-                    WHERE status = 'failed' AND failure_reason = 'payment_unresolved'
-                      AND updated_at >= now() - make_interval(secs => $1)
-                    ORDER BY updated_at LIMIT $2""",
+                f"""UPDATE orders SET payment_checked_at = now()
+                    WHERE order_id IN (
+                        SELECT order_id FROM orders
+                        WHERE status = 'failed' AND failure_reason = 'payment_unresolved'
+                          AND updated_at >= now() - make_interval(secs => $1)
+                          AND (payment_checked_at IS NULL
+                               OR payment_checked_at < now() - make_interval(secs => $2))
+                        ORDER BY payment_checked_at NULLS FIRST, updated_at
+                        LIMIT $3
+                        FOR UPDATE SKIP LOCKED)
+                    RETURNING {ORDER_COLUMNS}""",
                 since_s,
+                recheck_after_s,
                 limit,
             )
         return [_order(r) for r in rows]

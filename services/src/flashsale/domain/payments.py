@@ -50,16 +50,18 @@ def backoff_delay(
     base_s: float,
     cap_s: float,
     retry_after_s: float | None = None,
+    retry_after_cap_s: float = math.inf,
     rng: random.Random | None = None,
 ) -> float:
     """Delay before attempt `attempt + 1` (attempt counts from 1): full jitter over
     base·2^(attempt-1), capped; a Retry-After from the gateway is a floor (never wait less than it
-    asked)."""
+    asked), itself capped at `retry_after_cap_s` so one answer cannot hold a payment slot for an
+    hour."""
     # A long retry loop must not overflow: the exponent is bounded (see MAX_BACKOFF_EXPONENT).
     ceiling = min(cap_s, base_s * 2.0 ** min(max(0, attempt - 1), MAX_BACKOFF_EXPONENT))
     jittered = (rng or random).uniform(0, ceiling)
     if retry_after_s is not None:
-        return max(jittered, retry_after_s)
+        return max(jittered, min(retry_after_s, retry_after_cap_s))
     return jittered
 
 

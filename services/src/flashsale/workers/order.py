@@ -81,6 +81,8 @@ async def handle_orders(
     # leave an order unpaid. The payment worker ignores orders that are already settled.
     await payments.add_many(orders)
     await source.ack([e.entry_id for e in entries])
+    # The rows exist now: GET /v1/orders no longer needs the reservation's summaries.
+    await ctx.stock.forget_placed_orders([o.order_id for o in orders])
     BATCH_SIZE.observe(len(entries))
     BATCH_SECONDS.observe(time.perf_counter() - started)
 

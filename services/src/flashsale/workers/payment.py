@@ -74,6 +74,9 @@ LEASE_MS = 10_000
 # lands later than this after the give-up would need an operator; the gateway timeout is seconds).
 REFUND_LOOKBACK_S = 3600.0
 RECONCILE_BATCH = 100
+# A given-up order is asked about again at most this often: a late charge lands within seconds of
+# its request, and asking every pass would cost up to 200 gateway calls a second.
+REFUND_RECHECK_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -154,6 +157,7 @@ async def charge_with_retries(pctx: PaymentContext, order: PlacedOrder | Order) 
             base_s=settings.backoff_base_s,
             cap_s=settings.backoff_cap_s,
             retry_after_s=attempt.answer.retry_after_s,
+            retry_after_cap_s=settings.max_retry_after_s,
             rng=pctx.rng,
         )
         await asyncio.sleep(delay)
@@ -274,7 +278,7 @@ async def refund_sweep(pctx: PaymentContext) -> int:
     """Refund any succeeded charge whose order was given up (a charge that landed late)."""
     refunded = 0
     for order in await pctx.base.pg.unresolved_failures(
-        since_s=REFUND_LOOKBACK_S, limit=RECONCILE_BATCH
+        since_s=REFUND_LOOKBACK_S, recheck_after_s=REFUND_RECHECK_S, limit=RECONCILE_BATCH
     ):
         charge = await pctx.gateway.get_charge(order.order_id)
         if charge is not None and charge.status == "succeeded":
