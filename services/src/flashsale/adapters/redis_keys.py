@@ -19,6 +19,13 @@ PAYMENT_GROUP = "payment-workers"
 ORDER_EVENTS = f"{PREFIX}:events:orders"  # pub/sub: order status changes, for /v1/me/events
 SALE_EVENTS_PATTERN = f"{PREFIX}:{{*}}:events"  # pub/sub pattern over every sale's channel
 RECONCILER_LOCK = f"{PREFIX}:lock:reconciler"
+# Metrics beacons (adapters/beacon.py): one short-lived snapshot per process, and their index.
+BEACONS = f"{PREFIX}:beacons"  # sorted set: beacon key -> time of its last write
+
+
+def beacon(kind: str, process_id: str) -> str:
+    """String (TTL a few seconds): one process's metrics snapshot, e.g. fs:beacon:api:pod-a-7."""
+    return f"{PREFIX}:beacon:{kind}:{process_id}"
 
 
 def placed_order(order_id: str) -> str:

@@ -2,8 +2,8 @@
 
 `create_app(settings)` builds a Starlette app around one ledger and one sampler from
 gateway/model.py, which decide everything; this module only reads requests, sleeps the sampled
-latency and answers. May import flashsale.config, flashsale.web and flashsale.gateway.model; never
-api, sse or workers.
+latency and answers. May import flashsale.config, flashsale.web, flashsale.gateway.model and the
+metrics beacon (adapters.beacon); never api, sse or workers.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from flashsale import config, web
+from flashsale.adapters import beacon
 from flashsale.gateway import model
 
 logger = logging.getLogger(__name__)
@@ -529,7 +530,14 @@ def create_app(settings: config.Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         logger.info("mock payment gateway: model %s, seed %s", failure_model, settings.mock.seed)
-        yield
+        # The dashboard's data; its own registry. Without Redis it only logs once.
+        metrics_beacon = beacon.start(
+            settings.redis, kind="gateway", registry=state.metrics.registry
+        )
+        try:
+            yield
+        finally:
+            await metrics_beacon.stop()
         # Attempts still waiting out their latency end with the process: cancel them tidily.
         for task in list(state.tasks):
             task.cancel()

@@ -21,6 +21,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from flashsale import config, errors, web
+from flashsale.adapters import beacon
 from flashsale.adapters.redis_stock import RedisStock, connect
 from flashsale.adapters.tokens import TokenVerifier
 from flashsale.domain.sales import SALE_ID_RE
@@ -67,6 +68,7 @@ class SseApp:
         self.stopping = False
         self._feed: Feed | None = None
         self._stock: RedisStock | None = None
+        self._beacon: beacon.Beacon | None = None
 
     @property
     def feed(self) -> Feed:
@@ -87,6 +89,7 @@ class SseApp:
             self.settings, stock=self._stock, subscription=Subscription(self.settings.redis)
         )
         self._feed.start()
+        self._beacon = beacon.start(self.settings.redis, kind="sse")  # the dashboard's data
 
     def end_streams(self) -> None:
         """The server is stopping: refuse new streams, end the open ones now."""
@@ -98,6 +101,8 @@ class SseApp:
         self.stopping = True
         if self._feed is not None:
             await self._feed.stop()
+        if self._beacon is not None:
+            await self._beacon.stop()
         if self._stock is not None:
             await self._stock.client.aclose()
 

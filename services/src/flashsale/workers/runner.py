@@ -24,7 +24,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from flashsale import errors
-from flashsale.adapters import pg
+from flashsale.adapters import beacon, pg
 from flashsale.adapters.redis_stock import Redis, RedisStock, connect
 from flashsale.adapters.redis_stream import Entry, Stream
 from flashsale.config import Settings
@@ -230,6 +230,14 @@ class Consumer:
                 await asyncio.wait_for(self.ctx.stop.wait(), HOUSEKEEPING_EVERY_S)
 
 
+def worker_kind(settings: Settings, port: int) -> str:
+    """The worker's name on the dashboard, told by the health port it serves (each kind has its
+    own base port; `flashsale up` counts up from it for more processes of one kind)."""
+    if port == settings.worker.order_port:
+        return "order"
+    return "payment" if port == settings.worker.payment_port else "worker"
+
+
 def install_signal_handlers(stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -239,6 +247,7 @@ def install_signal_handlers(stop: asyncio.Event) -> None:
 async def run_until_stopped(ctx: WorkerContext, *, port: int, tasks: list[Awaitable[None]]) -> None:
     """Run the worker's tasks and its health server until SIGTERM/SIGINT (or ctx.stop), then let the
     tasks finish what they hold: entries not acknowledged by then are redelivered elsewhere."""
+    metrics_beacon = beacon.start(ctx.settings.redis, kind=worker_kind(ctx.settings, port))
     running = [asyncio.ensure_future(t) for t in tasks]
     running.append(
         asyncio.ensure_future(serve_health(ctx, host=ctx.settings.worker.host, port=port))
@@ -258,3 +267,4 @@ async def run_until_stopped(ctx: WorkerContext, *, port: int, tasks: list[Awaita
         for task in running:
             task.cancel()
         await asyncio.gather(*running, stopper, return_exceptions=True)
+        await metrics_beacon.stop()
