@@ -10,6 +10,7 @@ service, run for real. Helpers live in flashsale.testing so both test trees can 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import secrets
 import shutil
@@ -33,12 +34,39 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    check_tasks = pytest.mark.usefixtures("no_pending_tasks")
+    for item in items:
+        if isinstance(item, pytest.Function) and inspect.iscoroutinefunction(item.obj):
+            item.add_marker(check_tasks)
     if config.getoption("--with-e2e"):
         return
     skip = pytest.mark.skip(reason="needs a Kubernetes cluster: --with-e2e after `make up`")
     for item in items:
         if "e2e" in item.keywords:
             item.add_marker(skip)
+
+
+# Tasks may take a few loop turns to notice their cancellation; this is how long we wait for them.
+PENDING_TASK_GRACE_S = 1.0
+
+
+@pytest.fixture
+async def no_pending_tasks() -> AsyncIterator[None]:
+    """Fail an async test that leaves tasks running on the shared event loop: a leaked task is a
+    leaked connection, timer or worker that later tests would trip over."""
+    before = asyncio.all_tasks()
+    yield
+    deadline = asyncio.get_running_loop().time() + PENDING_TASK_GRACE_S
+    while True:
+        leaked = [t for t in asyncio.all_tasks() - before if t is not asyncio.current_task()]
+        if not leaked or asyncio.get_running_loop().time() > deadline:
+            break
+        await asyncio.sleep(0.01)
+    if leaked:
+        for task in leaked:
+            task.cancel()
+        await asyncio.gather(*leaked, return_exceptions=True)
+        pytest.fail(f"the test left {len(leaked)} asyncio task(s) running: {leaked[:3]}")
 
 
 @pytest.fixture(scope="session")

@@ -35,7 +35,10 @@ POOLS = 8  # separate clients, each with its own connection pool
 
 @pytest.fixture
 async def stocks(settings: Settings) -> AsyncIterator[list[RedisStock]]:
-    clients = [connect(settings.redis) for _ in range(POOLS)]
+    # A generous wait for a pooled connection: 800 coroutines queue on these pools, and on a loaded
+    # machine the default 2 s could turn a slow queue into StoreUnavailable rather than an answer.
+    patient = settings.redis.model_copy(update={"socket_timeout_s": 15.0})
+    clients = [connect(patient) for _ in range(POOLS)]
     try:
         yield [RedisStock(client, api=settings.api) for client in clients]
     finally:
