@@ -1,229 +1,289 @@
 """`flashsale demo`: the product's main job end to end on this machine. Starts the local stack,
-creates a sale, lets a crowd of buyers at it the moment it opens, waits for every order to settle,
-runs the invariant checks, prints the result and writes it under reports/<timestamp>/.
+creates a sale that opens a few seconds later, lets the k6 crowd of loadtest/flash_sale.js arrive
+around the opening, waits for every order to settle, checks the invariants and writes
+reports/<timestamp>/ (summary.json, plots, index.html).
 
-The crowd here is a Python asyncio client (one connection pool, many users, each retrying politely
-on 429/503 and replaying its Idempotency-Key after a network error)."""
+`run_sale` is the core, on any running stack (the bench's sell-out phase and the tests call it
+too); `run_demo` adds the stack's lifecycle and the terminal. Exit status: non-zero when an
+invariant fails, an order stays unsettled, or k6 saw an answer outside the contract."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import random
-import time
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 from rich.console import Console
-from rich.table import Table
 
-from flashsale.adapters.tokens import mint
-from flashsale.config import AuthSettings, Settings
-from flashsale.local.embedded import PortInUse
+from flashsale.adapters.redis_stock import RedisStock, connect
+from flashsale.config import Settings
+from flashsale.local import k6, report
+from flashsale.local.embedded import PortInUse, free_port
+from flashsale.local.sampler import Sampler
+from flashsale.local.series import bucketize, read_csv
 from flashsale.local.stack import FAST_GATEWAY_ENV, Stack, StackOptions
+from flashsale.verify import verify
 
 console = Console()
 
-# Contract codes a buyer may see during a sale; anything else is an unexpected error.
-EXPECTED = {202, 409, 429, 503}
+# Buyers per CPU by default: 2 vCPUs give the reference's own sell-out test, 5,000 buyers for 1,000
+# units, compressed into ~10 s of arrivals; --full is the real event, 100,000 buyers in a minute.
+USERS_PER_CPU = 2_500
+FULL_USERS = 100_000
+# k6 builds its VUs before setup() (a few seconds for thousands of them); allowed for in the bound.
+K6_START_S = 30.0
+# The sale stays open 10 minutes: longer than any crowd here, so "closed" never ends a run.
+SALE_DURATION_S = 600
+# Orders settle within seconds with the fast gateway; the default model's hangs and reconciliation
+# take up to a minute (the reconcile deadline), so wait that long and a margin before giving up.
+SETTLE_TIMEOUT_S = 120.0
 
 
-@dataclass
-class CrowdResult:
-    attempts: int = 0
-    accepted: int = 0
-    by_status: dict[int, int] = field(default_factory=dict)
-    by_code: dict[str, int] = field(default_factory=dict)
-    network_errors: int = 0
-    unexpected: int = 0
-    latencies_ms: list[float] = field(default_factory=list)
-    first_sold_out_s: float | None = None
+@dataclass(frozen=True)
+class CrowdPlan:
+    """The crowd's shape: USERS arrivals over RAMP (0 -> peak, ending at the opening), HOLD and
+    DECAY (peak -> 0)."""
+
+    users: int
+    stock: int
+    ramp_s: float = 2.0
+    hold_s: float = 6.0
+    decay_s: float = 2.0
+    sold_out_retries: int = 1
+    sold_out_wait_s: float = 2.0
+
+    @property
+    def peak_rate(self) -> int:
+        return max(1, round(self.users / (self.ramp_s / 2 + self.hold_s + self.decay_s / 2)))
+
+    @property
+    def max_vus(self) -> int:
+        # A VU is busy for as long as its buyer: the ramp's arrivals all sleep until the opening
+        # (half the ramp at the peak rate), a sold-out buyer waits before looking again, and a
+        # second of answers is in flight. k6 VUs are cheap (~120 KB each measured), dropped
+        # arrivals are not: they thin the crowd silently.
+        holding_s = self.ramp_s / 2 + 1 + self.sold_out_retries * self.sold_out_wait_s * 1.2
+        return max(50, int(self.peak_rate * holding_s * 1.2))
+
+    def k6_timeout_s(self) -> float:
+        arrivals = self.ramp_s + self.hold_s + self.decay_s
+        # A late buyer's retries: 5 polite retries capped at 5 s, sold-out retries, the grace.
+        return K6_START_S + arrivals + 25 + self.sold_out_retries * self.sold_out_wait_s * 1.2 + 60
+
+    def k6_env(self, *, base_url: str, sale_id: str, jwt_secret: str) -> dict[str, str]:
+        return {
+            "BASE_URL": base_url,
+            "SALE_ID": sale_id,
+            "JWT_SECRET": jwt_secret,
+            "CREATE_SALE": "true",
+            "STOCK": str(self.stock),
+            "OPENS_IN_S": f"{self.ramp_s:g}",
+            "DURATION_S": str(SALE_DURATION_S),
+            "PER_USER_LIMIT": "1",
+            "USERS": str(self.users),
+            "RATE": str(self.peak_rate),
+            "RAMP": f"{self.ramp_s:g}s",
+            "HOLD": f"{self.hold_s:g}s",
+            "DECAY": f"{self.decay_s:g}s",
+            "PRE_VUS": str(self.max_vus // 2),
+            "MAX_VUS": str(self.max_vus),
+            "SOLD_OUT_RETRIES": str(self.sold_out_retries),
+            "SOLD_OUT_WAIT_S": f"{self.sold_out_wait_s:g}",
+        }
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stock", type=int, default=1000, help="units on sale (default 1000)")
-    parser.add_argument("--users", type=int, default=5000, help="distinct buyers (default 5000)")
-    parser.add_argument("--duration", type=int, default=300, help="sale window in seconds")
-    parser.add_argument("--concurrency", type=int, default=200, help="requests in flight at once")
+    parser.add_argument(
+        "--users",
+        type=int,
+        default=None,
+        help=f"distinct buyers (default {USERS_PER_CPU:,} per CPU; --full: {FULL_USERS:,})",
+    )
+    parser.add_argument(
+        "--full", action="store_true", help="the real event: 100,000 buyers in about a minute"
+    )
+    parser.add_argument("--ramp", type=float, default=None, help="seconds of rising arrivals")
+    parser.add_argument("--hold", type=float, default=None, help="seconds of peak arrivals")
+    parser.add_argument("--decay", type=float, default=None, help="seconds of falling arrivals")
     parser.add_argument("--reports", default="reports", help="where reports are written")
     parser.add_argument("--gateway-fast", action="store_true", help="no gateway failures/latency")
-
-
-async def _buyer(
-    client: httpx.AsyncClient,
-    *,
-    base: str,
-    sale_id: str,
-    token: str,
-    result: CrowdResult,
-    started: float,
-) -> None:
-    """One buyer: a new Idempotency-Key per attempt, the same key again after a network error,
-    Retry-After honoured; stops at a 202 or a final 409."""
-    key = f"demo-{random.getrandbits(64):016x}"
-    for _ in range(20):
-        t0 = time.perf_counter()
-        try:
-            response = await client.post(
-                f"{base}/v1/sales/{sale_id}/orders",
-                headers={"Authorization": f"Bearer {token}", "Idempotency-Key": key},
-                json={"quantity": 1},
-            )
-        except httpx.HTTPError:
-            result.network_errors += 1
-            await asyncio.sleep(0.2)
-            continue  # same key: a replay gets the first answer if it got through
-        result.attempts += 1
-        result.latencies_ms.append((time.perf_counter() - t0) * 1000)
-        result.by_status[response.status_code] = result.by_status.get(response.status_code, 0) + 1
-        if response.status_code not in EXPECTED:
-            result.unexpected += 1
-            return
-        if response.status_code == 202:
-            result.accepted += 1
-            return
-        code = response.json().get("code", "?")
-        result.by_code[code] = result.by_code.get(code, 0) + 1
-        if code == "sold_out" and result.first_sold_out_s is None:
-            result.first_sold_out_s = time.perf_counter() - started
-        if response.status_code == 409 and code != "sale_not_open":
-            return
-        retry_after = float(response.headers.get("retry-after", "0.2"))
-        await asyncio.sleep(retry_after * (0.5 + random.random()))
-        key = f"demo-{random.getrandbits(64):016x}"
-
-
-async def _crowd(*, base: str, sale_id: str, users: int, concurrency: int) -> CrowdResult:
-    auth = AuthSettings()
-    tokens = [mint(auth, user_id=f"buyer-{i}", ttl_s=3600) for i in range(users)]
-    result = CrowdResult()
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    gate = asyncio.Semaphore(concurrency)
-    started = time.perf_counter()
-    async with httpx.AsyncClient(limits=limits, timeout=10.0) as client:
-
-        async def one(token: str) -> None:
-            async with gate:
-                await _buyer(
-                    client, base=base, sale_id=sale_id, token=token, result=result, started=started
-                )
-
-        await asyncio.gather(*(one(t) for t in tokens))
-    return result
-
-
-def run_demo(args: argparse.Namespace) -> int:
-    options = StackOptions(data_dir=Path(args.data_dir))
-    options.env.update(
-        {
-            # One address (127.0.0.1) stands for the whole crowd here: lift the per-address limit.
-            "FLASHSALE_API__RATE_LIMIT_ADDR_PER_S": "0",
-        }
+    parser.add_argument(
+        "--free-ports", action="store_true", help="run the stack on free ports, not 8000-8002/91xx"
     )
+    parser.add_argument("--api-workers", type=int, default=None, help="default: CPU count")
+
+
+def plan_from_args(args: argparse.Namespace) -> CrowdPlan:
+    cpus = os.cpu_count() or 1
+    full = bool(args.full)
+    users = args.users or (FULL_USERS if full else USERS_PER_CPU * cpus)
+    # The full event: 100,000 buyers in about a minute, the reference's claim; the crowd starts
+    # gathering 4 s before the opening.
+    ramp, hold, decay = (4.0, 56.0, 10.0) if full else (2.0, 6.0, 2.0)
+    return CrowdPlan(
+        users=users,
+        stock=args.stock,
+        ramp_s=args.ramp if args.ramp is not None else ramp,
+        hold_s=args.hold if args.hold is not None else hold,
+        decay_s=args.decay if args.decay is not None else decay,
+    )
+
+
+# --- the core: one sale on a running stack ------------------------------------------------------
+
+
+async def run_sale(
+    settings: Settings,
+    plan: CrowdPlan,
+    *,
+    out_dir: Path,
+    sale_id: str,
+    gateway: str,
+    quiet_k6: bool = False,
+) -> report.SaleRun:
+    """Let the crowd at a new sale, wait for its orders to settle, verify; the facts.
+
+    k6's setup() creates the sale (admin API) to open plan.ramp_s later: setup runs once every
+    VU is built, so the crowd's ramp ends at the opening however long k6 took to start."""
+    redis = connect(settings.redis)
+    sampler = Sampler(RedisStock(redis, api=settings.api), sale_id)
+    sampler.start()
+    try:
+        env = plan.k6_env(
+            base_url=settings.api.url, sale_id=sale_id, jwt_secret=settings.auth.jwt_secret
+        )
+        crowd = await k6.run(
+            k6.script("flash_sale.js"),
+            env=env,
+            out_dir=out_dir,
+            name="k6-crowd",
+            timeout_s=plan.k6_timeout_s(),
+            csv=True,
+            quiet=quiet_k6,
+        )
+        verdict, quiet = await verify(settings, sale_id, wait_s=SETTLE_TIMEOUT_S)
+    finally:
+        await sampler.stop()
+        await redis.aclose()
+    opens_at = crowd.summary.get("opens_at")
+    if not opens_at or crowd.csv_path is None:
+        raise k6.K6Error("the k6 summary has no opening time (did setup() run?)")
+    origin_ms = int(datetime.fromisoformat(opens_at.replace("Z", "+00:00")).timestamp() * 1000)
+    samples, reserved = read_csv(crowd.csv_path)
+    duration_s = max(1.0, plan.ramp_s + plan.hold_s + plan.decay_s)
+    series = bucketize(
+        samples, reserved, origin_ms=origin_ms, bucket_s=0.25 if duration_s < 30 else 1.0
+    )
+    return report.SaleRun(
+        sale_id=sale_id,
+        stock=plan.stock,
+        users=plan.users,
+        opens_at_ms=origin_ms,
+        k6=crowd.summary,
+        series=series,
+        samples=sampler.samples,
+        verdict=verdict,
+        quiescent=quiet.quiescent,
+        k6_exit_code=crowd.exit_code,
+        gateway=gateway,
+        environment=report.environment(),
+    )
+
+
+# --- the command ----------------------------------------------------------------------------------
+
+
+def stack_options(args: argparse.Namespace) -> StackOptions:
+    options = StackOptions(data_dir=Path(args.data_dir))
+    if args.api_workers:
+        options.api_workers = args.api_workers
+    if args.free_ports:
+        for name in ("api", "sse", "gateway", "order", "payment", "redis", "postgres"):
+            setattr(options, f"{name}_port", free_port())
+    # One address (127.0.0.1) stands for the whole crowd here: lift the per-address limit; the
+    # per-user limit stays as configured.
+    options.env["FLASHSALE_API__RATE_LIMIT_ADDR_PER_S"] = "0"
+    options.env.setdefault("FLASHSALE_LOG_LEVEL", "WARNING")
     if args.gateway_fast:
         options.env.update(FAST_GATEWAY_ENV)
-    stack = Stack(options)
-    console.print("[bold]flashsale demo[/]: starting the local stack…")
-    try:
-        stack.start()
-    except PortInUse as e:
-        console.print(f"[red]{e}[/]")
-        return 1
-    try:
-        return asyncio.run(_run(stack, args))
-    finally:
-        stack.stop()
+    return options
 
 
-async def _run(stack: Stack, args: argparse.Namespace) -> int:
-    from flashsale.verify import verify
-
-    sale_id = f"demo-{datetime.now(UTC):%Y%m%d-%H%M%S}"
-    opens_at = datetime.now(UTC) + timedelta(seconds=2)
-    admin = mint(AuthSettings(), user_id="demo-admin", admin=True)
-    async with httpx.AsyncClient(base_url=stack.api_url, timeout=10) as client:
-        response = await client.put(
-            f"/v1/admin/sales/{sale_id}",
-            headers={"Authorization": f"Bearer {admin}"},
-            json={
-                "name": "Demo sneaker",
-                "price": "49.99",
-                "stock": args.stock,
-                "opens_at": opens_at.isoformat(),
-                "closes_at": (opens_at + timedelta(seconds=args.duration)).isoformat(),
-                "per_user_limit": 1,
-            },
-        )
-        response.raise_for_status()
-    console.print(f"sale [bold]{sale_id}[/]: {args.stock} units, {args.users} buyers, opens in 2 s")
-    await asyncio.sleep(max(0.0, (opens_at - datetime.now(UTC)).total_seconds()))
-    t0 = time.perf_counter()
-    crowd = await _crowd(
-        base=stack.api_url, sale_id=sale_id, users=args.users, concurrency=args.concurrency
-    )
-    crowd_s = time.perf_counter() - t0
-    console.print(f"crowd done in {crowd_s:.1f} s; waiting for every order to settle…")
-    settings = Settings(
+def stack_settings(stack: Stack) -> Settings:
+    """Settings that reach this stack (the same FLASHSALE_* env its processes got)."""
+    env = stack.base_env()
+    return Settings(
         redis={"url": stack.redis_url},
         postgres={"dsn": stack.postgres_dsn},
         gateway={"url": stack.gateway_url},
+        api={"url": stack.api_url},
+        auth={"jwt_secret": env.get("FLASHSALE_AUTH__JWT_SECRET") or Settings().auth.jwt_secret},
     )
-    t1 = time.perf_counter()
-    verdict, quiet = await verify(settings, sale_id, wait_s=120)
-    settle_s = time.perf_counter() - t1
-    _print(crowd, crowd_s=crowd_s, settle_s=settle_s)
-    table = Table(title=f"invariants of {sale_id}")
-    for col in ("#", "invariant", "holds", "detail"):
-        table.add_column(col, overflow="fold")
-    for check in verdict.checks:
-        table.add_row(str(check.number), check.name, "yes" if check.ok else "NO", check.detail)
-    console.print(table)
-    report_dir = Path(args.reports) / datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    report_dir.mkdir(parents=True, exist_ok=True)
-    summary = {
-        "sale_id": sale_id,
-        "stock": args.stock,
-        "users": args.users,
-        "crowd_seconds": round(crowd_s, 3),
-        "settle_seconds": round(settle_s, 3),
-        "quiescent": quiet.quiescent,
-        "crowd": {k: v for k, v in asdict(crowd).items() if k != "latencies_ms"},
-        "latency_ms": _percentiles(crowd.latencies_ms),
-        "invariants": [asdict(c) for c in verdict.checks],
-        "ok": verdict.ok and crowd.unexpected == 0,
-    }
-    (report_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    console.print(f"report: {report_dir / 'summary.json'}")
-    ok = verdict.ok and crowd.unexpected == 0 and quiet.quiescent
-    console.print("[green]demo passed[/]" if ok else "[red]demo failed[/]")
-    return 0 if ok else 1
 
 
-def _percentiles(values: list[float]) -> dict[str, float]:
-    if not values:
-        return {}
-    ordered = sorted(values)
+@contextmanager
+def running_stack(options: StackOptions) -> Iterator[Stack]:
+    stack = Stack(options)
+    stack.start()
+    try:
+        yield stack
+    finally:
+        console.print("stopping the stack…")
+        stack.stop()
 
-    def pct(p: float) -> float:
-        return round(ordered[min(len(ordered) - 1, int(p * len(ordered)))], 2)
 
-    return {"p50": pct(0.50), "p95": pct(0.95), "p99": pct(0.99), "max": round(ordered[-1], 2)}
+def after_report(stack: Stack, args: argparse.Namespace) -> None:
+    """The stack is still up here, the report written. Issue 9 adds its flag at this point (keep the
+    stack up for a minute and print the dashboard URL); nothing happens yet."""
+    del stack, args
 
 
-def _print(crowd: CrowdResult, *, crowd_s: float, settle_s: float) -> None:
-    table = Table(title="the crowd", show_header=False)
-    table.add_row("purchase attempts", str(crowd.attempts))
-    table.add_row("accepted (202)", str(crowd.accepted))
-    table.add_row("answers", ", ".join(f"{k}: {v}" for k, v in sorted(crowd.by_status.items())))
-    table.add_row("refusals", ", ".join(f"{k}: {v}" for k, v in sorted(crowd.by_code.items())))
-    table.add_row("unexpected answers", str(crowd.unexpected))
-    table.add_row("network errors (replayed)", str(crowd.network_errors))
-    table.add_row("latency ms", json.dumps(_percentiles(crowd.latencies_ms)))
-    if crowd.first_sold_out_s is not None:
-        table.add_row("first sold_out after", f"{crowd.first_sold_out_s:.2f} s")
-    table.add_row("crowd time", f"{crowd_s:.1f} s")
-    table.add_row("settle time", f"{settle_s:.1f} s")
-    console.print(table)
+def run_demo(args: argparse.Namespace) -> int:
+    plan = plan_from_args(args)
+    options = stack_options(args)
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    out_dir = Path(args.reports) / stamp
+    gateway = "fast gateway" if args.gateway_fast else "default gateway failure model"
+    console.print("[bold]flashsale demo[/]: starting the local stack…")
+    try:
+        with running_stack(options) as stack:
+            console.print(
+                f"sale demo-{stamp}: {plan.stock:,} units, {plan.users:,} buyers arriving at up to "
+                f"{plan.peak_rate:,}/s; {gateway}; k6 output follows"
+            )
+            run = asyncio.run(
+                run_sale(
+                    stack_settings(stack),
+                    plan,
+                    out_dir=out_dir,
+                    sale_id=f"demo-{stamp}",
+                    gateway=gateway,
+                )
+            )
+            summary = report.write(run, out_dir)
+            report.print_summary(console, summary)
+            console.print(f"report: {out_dir / 'index.html'}")
+            after_report(stack, args)
+    except PortInUse as e:
+        console.print(f"[red]{e}[/] (or use --free-ports)")
+        return 1
+    except (k6.K6Error, RuntimeError, httpx.HTTPError) as e:
+        console.print(f"[red]demo failed: {e}[/]")
+        return 1
+    return _verdict(summary)
+
+
+def _verdict(summary: dict[str, Any]) -> int:
+    if summary["ok"]:
+        console.print("[green]demo passed[/]: every invariant holds, every answer in the contract")
+        return 0
+    console.print("[red]demo failed[/]: " + "; ".join(summary["failures"]))
+    return 1
