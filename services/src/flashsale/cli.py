@@ -284,6 +284,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args)
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from flashsale.local.bench import run_bench
+
+    return run_bench(args)
+
+
 def cmd_env_doc(args: argparse.Namespace) -> int:
     from flashsale.local.envdoc import markdown_table, with_table
 
@@ -357,6 +363,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo_arguments(demo)
     demo.set_defaults(func=cmd_demo)
+
+    bench = sub.add_parser("bench", help="the benchmark suite; writes reports/<time>/bench.*")
+    from flashsale.local.bench import add_arguments as bench_arguments
+
+    bench_arguments(bench)
+    bench.set_defaults(func=cmd_bench)
 
     env_doc = sub.add_parser("env-doc", help="the FLASHSALE_* settings as a Markdown table")
     env_doc.add_argument("--write", metavar="FILE", help="replace the table between the markers")
