@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,6 +25,7 @@ import httpx
 from rich.console import Console
 
 from flashsale.adapters.redis_stock import RedisStock, connect
+from flashsale.adapters.tokens import mint
 from flashsale.config import Settings
 from flashsale.local import k6, report
 from flashsale.local.embedded import PortInUse, free_port
@@ -119,6 +122,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--free-ports", action="store_true", help="run the stack on free ports, not 8000-8002/91xx"
     )
     parser.add_argument("--api-workers", type=int, default=None, help="default: CPU count")
+    parser.add_argument(
+        "--no-linger",
+        action="store_true",
+        help=f"stop at once after the report (default: the pages stay up {LINGER_S} s)",
+    )
 
 
 def plan_from_args(args: argparse.Namespace) -> CrowdPlan:
@@ -240,10 +248,33 @@ def running_stack(options: StackOptions) -> Iterator[Stack]:
         stack.stop()
 
 
+# --- the pages (issue 9): their URLs while the stack is up, and a minute to look after the load ---
+
+# A minute: long enough to open the pages and look at the settled sale; --no-linger skips it.
+LINGER_S = 60
+
+
+def announce_pages(stack: Stack, sale_id: str) -> None:
+    """The buyer page and the dashboard of this sale; the dashboard link carries an admin token in
+    its fragment (never sent to a server)."""
+    admin = mint(stack_settings(stack).auth, user_id="demo-ops", admin=True)
+    # soft_wrap: a URL broken over two lines could not be copied or clicked.
+    console.print(f"buyer page: {stack.api_url}/?sale={sale_id}", soft_wrap=True)
+    console.print(
+        f"dashboard:  {stack.api_url}/dashboard?sale={sale_id}#token={admin}", soft_wrap=True
+    )
+
+
 def after_report(stack: Stack, args: argparse.Namespace) -> None:
-    """The stack is still up here, the report written. Issue 9 adds its flag at this point (keep the
-    stack up for a minute and print the dashboard URL); nothing happens yet."""
-    del stack, args
+    """The stack is still up here and the report written: keep the pages up a minute."""
+    if args.no_linger:
+        return
+    console.print(
+        f"the stack stays up {LINGER_S} s for the pages ({stack.api_url}/ and /dashboard above); "
+        "Ctrl-C stops it now, --no-linger skips this"
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        time.sleep(LINGER_S)
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -259,6 +290,7 @@ def run_demo(args: argparse.Namespace) -> int:
                 f"sale demo-{stamp}: {plan.stock:,} units, {plan.users:,} buyers arriving at up to "
                 f"{plan.peak_rate:,}/s; {gateway}; k6 output follows"
             )
+            announce_pages(stack, f"demo-{stamp}")
             run = asyncio.run(
                 run_sale(
                     stack_settings(stack),
