@@ -149,6 +149,16 @@ def test_beacons_of_one_process_share_its_registry_and_count_once() -> None:
     assert agg.rates("flashsale_purchase_attempts", by="outcome") == {"reserved": 10.0}
 
 
+def test_beacons_of_one_process_that_beat_in_turn_are_not_taken_for_a_restart() -> None:
+    api = Process("host-1", kind="api", started=100.0)
+    sse = Process("host-1", kind="sse", started=101.0)
+    agg = beacon.Aggregator()
+    agg.update([api.doc(10.0), sse.doc(10.5)])
+    api.purchases.labels("reserved").inc(10)
+    agg.update([api.doc(12.0), sse.doc(11.5)])  # now the sse beacon beat first
+    assert agg.rates("flashsale_purchase_attempts", by="outcome") == {"reserved": 10 / 1.5}
+
+
 def test_percentiles_merge_every_process_over_the_window() -> None:
     a, b = Process("a"), Process("b")
     agg = beacon.Aggregator(window_s=5.0)

@@ -268,6 +268,9 @@ def merge_same_process(docs: Iterable[Snapshot]) -> dict[str, Snapshot]:
             into["kinds"].add(doc.get("kind"))
             into["m"].update(doc.get("m", {}))
             into["t"] = max(float(into["t"]), float(doc.get("t", 0)))
+            # The earliest start, whichever beacon beat first this time: a start that changed
+            # between two reads would look like a restart.
+            into["started"] = min(float(into.get("started", 0)), float(doc.get("started", 0)))
     return merged
 
 
