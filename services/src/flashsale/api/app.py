@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from flashsale import __version__
-from flashsale.adapters import pg
+from flashsale.adapters import beacon, pg
 from flashsale.adapters.redis_pipe import PipelinedRedis
 from flashsale.adapters.redis_stock import RedisStock, connect
 from flashsale.adapters.tokens import TokenVerifier
@@ -19,7 +19,7 @@ from flashsale.api import problems
 from flashsale.api.deps import Services
 from flashsale.api.fastlane import PurchaseLane
 from flashsale.api.middleware import BodyLimit
-from flashsale.api.routes import admin, auth, health, orders, purchase, sales
+from flashsale.api.routes import admin, auth, dashboard, health, orders, pages, purchase, sales
 from flashsale.config import Settings
 
 logger = logging.getLogger(__name__)
@@ -37,9 +37,11 @@ def create_app(settings: Settings) -> FastAPI:
             pg=pg.PgStore(pool),
             tokens=TokenVerifier(settings.auth),
         )
+        metrics_beacon = beacon.start(settings.redis, kind="api")  # the dashboard's data
         try:
             yield
         finally:
+            await metrics_beacon.stop()
             await pool.close()
             await hot.aclose()
             await redis.aclose()
@@ -51,7 +53,7 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     problems.install(app)
-    for module in (purchase, sales, orders, admin, auth, health):
+    for module in (purchase, sales, orders, admin, auth, health, pages, dashboard):
         app.include_router(module.router)
     app.add_middleware(BodyLimit, max_bytes=settings.api.max_body_bytes)
     # Added last, so it runs first: the purchase never enters the layers below it.
