@@ -60,8 +60,7 @@ class RedisQueue:
     """One per process, on top of the process's stock store."""
 
     def __init__(self, stock: RedisStock) -> None:
-        self._script = stock.scripts["queue"]
-        self._limits = stock.limits
+        self._stock = stock  # its scripts and limits are looked up per call: cheap, and lazy
 
     async def _run(
         self, op: str, sale_id: str, user_id: str, *, client_addr: str | None
@@ -69,10 +68,10 @@ class RedisQueue:
         if client_addr is None:
             user_interval, user_burst, addr_interval, addr_burst = _NO_LIMIT
         else:
-            limits = self._limits
+            limits = self._stock.limits
             user_interval, user_burst = limits.user_interval_ms, limits.user_burst
             addr_interval, addr_burst = limits.addr_interval_ms, limits.addr_burst
-        reply: list[Any] = await self._script(
+        reply: list[Any] = await self._stock.scripts["queue"](
             keys=[
                 keys.sale(sale_id),
                 keys.queue_tickets(sale_id),

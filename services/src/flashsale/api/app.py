@@ -20,6 +20,7 @@ from flashsale.api.deps import Services
 from flashsale.api.fastlane import PurchaseLane
 from flashsale.api.middleware import BodyLimit
 from flashsale.api.routes import admin, auth, dashboard, health, orders, pages, purchase, sales
+from flashsale.api.routes import queue as waiting_room
 from flashsale.config import Settings
 
 logger = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ def create_app(settings: Settings) -> FastAPI:
     problems.install(app)
     for module in (purchase, sales, orders, admin, auth, health, pages, dashboard):
         app.include_router(module.router)
+    app.include_router(waiting_room.router)
     app.add_middleware(BodyLimit, max_bytes=settings.api.max_body_bytes)
     # Added last, so it runs first: the purchase never enters the layers below it.
     app.add_middleware(PurchaseLane, max_body_bytes=settings.api.max_body_bytes)

@@ -6,13 +6,16 @@ The adapters are built once in app.py's lifespan and kept on app.state as one `S
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from flashsale import errors
+from flashsale.adapters.passes import Passes
 from flashsale.adapters.pg import PgStore
+from flashsale.adapters.redis_queue import RedisQueue
 from flashsale.adapters.redis_stock import RedisStock
 from flashsale.adapters.tokens import Principal, TokenVerifier
 from flashsale.config import Settings
@@ -24,6 +27,15 @@ class Services:
     stock: RedisStock
     pg: PgStore
     tokens: TokenVerifier
+
+    # The waiting room's adapters, derived from the ones above (built on first use).
+    @cached_property
+    def queue(self) -> RedisQueue:
+        return RedisQueue(self.stock)
+
+    @cached_property
+    def passes(self) -> Passes:
+        return Passes(self.settings.auth)
 
 
 def get_services(request: Request) -> Services:

@@ -77,13 +77,15 @@ class PurchaseLane:
     async def _purchase(
         self, scope: Scope, receive: Receive, send: Send, *, sale_id: str, services: Services
     ) -> None:
-        authorization = idempotency_key = None
+        authorization = idempotency_key = admission_pass = None
         declared = 0
         for name, value in scope["headers"]:
             if name == b"authorization":
                 authorization = value.decode("latin-1")
             elif name == b"idempotency-key":
                 idempotency_key = value.decode("latin-1")
+            elif name == b"admission-pass":  # sales with a waiting room (docs/waiting-room.md)
+                admission_pass = value.decode("latin-1")
             elif name == b"content-length":
                 declared = int(value) if value.isdigit() else 0
         if declared > self.max_body_bytes:
@@ -97,6 +99,7 @@ class PurchaseLane:
             idempotency_key=idempotency_key,
             raw_body=body,
             client_addr=client[0] if client else "unknown",
+            admission_pass=admission_pass,
         )
         headers = [*JSON, *((k.lower().encode(), v.encode()) for k, v in accepted.headers.items())]
         await send({"type": "http.response.start", "status": 202, "headers": headers})

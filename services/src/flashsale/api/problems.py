@@ -38,6 +38,8 @@ STATUS: dict[type[errors.FlashSaleError], int] = {
     errors.InvalidCredentials: 401,
     errors.Forbidden: 403,
     errors.NotAdmitted: 403,
+    errors.WaitingRoomDisabled: 409,
+    errors.NotInQueue: 404,
     errors.RateLimited: 429,
     errors.Overloaded: 503,
     errors.StoreUnavailable: 503,

@@ -6,10 +6,11 @@ OpenAPI."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from flashsale.domain import waiting_room as wr
 from flashsale.domain.orders import Order, OrderStatus
 from flashsale.domain.purchase import MAX_QUANTITY
 from flashsale.domain.sales import SaleSnapshot, SaleState, rfc3339
@@ -31,6 +32,43 @@ class PurchaseAccepted(BaseModel):
     status: OrderStatus = OrderStatus.PENDING
 
 
+class WaitingRoomIn(Strict):
+    """A sale's virtual waiting room (docs/waiting-room.md). Off unless `enabled`."""
+
+    enabled: bool = False
+    mode: Literal["fifo", "random"] = "fifo"
+    admit_per_second: int = Field(
+        default=wr.DEFAULT_ADMIT_PER_SECOND,
+        ge=wr.MIN_ADMIT_PER_SECOND,
+        le=wr.MAX_ADMIT_PER_SECOND,
+        strict=True,
+        description="tickets admitted per second once the sale is open",
+    )
+    session_seconds: int = Field(
+        default=wr.DEFAULT_SESSION_S,
+        ge=wr.MIN_SESSION_S,
+        le=wr.MAX_SESSION_S,
+        strict=True,
+        description="lifetime of an admission pass, from the first moment it was issued",
+    )
+
+    def room(self) -> wr.WaitingRoom | None:
+        if not self.enabled:
+            return None
+        return wr.WaitingRoom(
+            mode=wr.Mode(self.mode),
+            admit_per_second=self.admit_per_second,
+            session_seconds=self.session_seconds,
+        )
+
+
+class WaitingRoomOut(BaseModel):
+    enabled: bool
+    mode: Literal["fifo", "random"]
+    admit_per_second: int
+    session_seconds: int
+
+
 class SaleUpsert(Strict):
     name: str = Field(min_length=1, max_length=200)
     price: str = Field(pattern=r"^\d{1,7}(\.\d{1,2})?$", examples=["49.99"])
@@ -40,6 +78,7 @@ class SaleUpsert(Strict):
         default=None, description="RFC 3339; default: opens_at + 5 min"
     )
     per_user_limit: int = Field(default=1, ge=1, le=1000, strict=True)
+    waiting_room: WaitingRoomIn | None = Field(default=None, description="default: off")
 
     @field_validator("price", mode="before")
     @classmethod
@@ -59,10 +98,41 @@ class SaleOut(BaseModel):
     opens_at: str
     closes_at: str
     per_user_limit: int
+    waiting_room: WaitingRoomOut | None = Field(
+        default=None, description="present only when the sale has a waiting room"
+    )
 
     @classmethod
     def of(cls, sale: SaleSnapshot, *, now: datetime) -> SaleOut:
         return cls.model_validate(sale.document(now))
+
+
+class QueueTicket(BaseModel):
+    """POST /v1/sales/{id}/queue: a place in the waiting room (and a pass once admitted)."""
+
+    ticket: str = Field(description="names the holder to GET /v1/sales/{id}/queue/events")
+    position: int | None = Field(
+        description="1 = next to be admitted, 0 = admitted; null until a random draw (opening)"
+    )
+    estimated_wait_s: int | None
+    pass_: str | None = Field(
+        default=None,
+        alias="pass",
+        description="once admitted: send it as the `Admission-Pass` header of the purchase",
+    )
+    expires_at: str | None = Field(default=None, description="the pass's expiry, RFC 3339")
+
+
+class QueueAdmin(BaseModel):
+    """GET /v1/admin/sales/{id}/queue: the waiting room for audit (docs/waiting-room.md)."""
+
+    mode: Literal["fifo", "random"]
+    seed: str
+    joined: int
+    admitted: int
+    paused: bool
+    rate: int
+    drawn: int | None = Field(description="size of the random pre-queue, fixed at the opening")
 
 
 class SaleStats(BaseModel):

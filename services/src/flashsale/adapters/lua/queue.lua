@@ -72,10 +72,12 @@ if not seq then
   if op ~= 'join' then
     return {13}
   end
-  -- An idle schedule (everyone who joined is admitted) must not bank its unused slots: a crowd arriving a
-  -- minute after a quiet opening would otherwise all be admitted at once. Restart it for this joiner.
-  if now >= opens and not paused and admitted >= joined then
-    base, since = joined, now - math.ceil(1000 / rate)
+  -- An idle schedule must not bank its unused slots: a crowd arriving a minute after a quiet opening would
+  -- otherwise all be admitted at once. When slots beyond this joiner's (rank `joined`) have passed unused,
+  -- restart the schedule at this joiner: admitted now, the next one a 1/rate later. Every existing rank is
+  -- below the new base, so nobody admitted stops being admitted.
+  if now >= opens and not paused and admitted > joined + 1 then
+    base, since = joined + 1, now
     redis.call('HSET', KEYS[1], 'wr_base', base, 'wr_since', since)
     wr_publish(KEYS[1], ARGV[3])
     admitted = wr_admitted(now, opens, base, since, rate, paused)

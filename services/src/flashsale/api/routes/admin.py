@@ -1,4 +1,5 @@
-"""Admin routes (role admin): upsert, open, close and delete a sale, and its unit counts.
+"""Admin routes (role admin): upsert, open, close and delete a sale, its unit counts and its
+waiting room (for audit).
 
 Redis decides first (its scripts refuse a stock change after orders, atomically with purchases),
 then PostgreSQL records the same definition; a PUT retried after a failure converges on both."""
@@ -12,8 +13,9 @@ import orjson
 from fastapi import APIRouter, Response
 
 from flashsale import errors
+from flashsale.api import metrics
 from flashsale.api.deps import AdminDep, RateLimit, Services, ServicesDep
-from flashsale.api.schemas import SaleOut, SaleStats, SaleUpsert, problem_responses
+from flashsale.api.schemas import QueueAdmin, SaleOut, SaleStats, SaleUpsert, problem_responses
 from flashsale.domain.sales import (
     DEFAULT_DURATION,
     SALE_ID_RE,
@@ -49,6 +51,7 @@ def _definition(sale_id: str, body: SaleUpsert, *, now: datetime) -> SaleDefinit
             opens_at=opens_at,
             closes_at=closes_at,
             per_user_limit=body.per_user_limit,
+            waiting_room=body.waiting_room.room() if body.waiting_room else None,
         )
     )
 
@@ -61,6 +64,7 @@ async def _sale_out(services: Services, sale_id: str) -> SaleOut:
 @router.put(
     "/{sale_id}",
     response_model=SaleOut,
+    response_model_exclude_none=True,
     summary="Create or update a sale (idempotent upsert)",
     responses={201: {"model": SaleOut}, **ADMIN_PROBLEMS},
 )
@@ -85,7 +89,7 @@ async def upsert_sale(
     )  # fmt: skip
     out = await _sale_out(services, sale_id)
     return Response(
-        orjson.dumps(out.model_dump(mode="json")),
+        orjson.dumps(out.model_dump(mode="json", exclude_none=True)),
         status_code=201 if created else 200,
         media_type="application/json",
     )
@@ -98,13 +102,19 @@ async def _move(services: Services, sale_id: str, action: str) -> SaleOut:
     return SaleOut.of(sale, now=datetime.now(UTC))
 
 
-@router.post("/{sale_id}/open", response_model=SaleOut, responses=ADMIN_PROBLEMS)
+@router.post(
+    "/{sale_id}/open", response_model=SaleOut, response_model_exclude_none=True,
+    responses=ADMIN_PROBLEMS,
+)  # fmt: skip
 async def open_sale(sale_id: str, services: ServicesDep, _: AdminDep) -> SaleOut:
     """Open now: moves opens_at to now if it is later. Idempotent."""
     return await _move(services, sale_id, "open")
 
 
-@router.post("/{sale_id}/close", response_model=SaleOut, responses=ADMIN_PROBLEMS)
+@router.post(
+    "/{sale_id}/close", response_model=SaleOut, response_model_exclude_none=True,
+    responses=ADMIN_PROBLEMS,
+)  # fmt: skip
 async def close_sale(sale_id: str, services: ServicesDep, _: AdminDep) -> SaleOut:
     """Close now: moves closes_at to now. Idempotent."""
     return await _move(services, sale_id, "close")
@@ -131,4 +141,23 @@ async def sale_stats(sale_id: str, services: ServicesDep, _: AdminDep) -> SaleSt
         confirmed=c.confirmed,
         failed=c.failed,
         needs_reconciliation=c.needs_reconciliation,
+    )
+
+
+@router.get("/{sale_id}/queue", response_model=QueueAdmin, responses=ADMIN_PROBLEMS)
+async def read_queue(sale_id: str, services: ServicesDep, _: AdminDep) -> QueueAdmin:
+    """The waiting room for audit: its mode and seed (the random order is the seed's permutation,
+    docs/waiting-room.md), tickets handed out and admitted, and the schedule's state. 409
+    waiting_room_disabled when the sale has none."""
+    room = await services.queue.state(_sale_id(sale_id))
+    metrics.QUEUE_LENGTH.labels(sale_id).set(room.waiting)
+    metrics.QUEUE_ADMITTED.labels(sale_id).set(room.admitted)
+    return QueueAdmin(
+        mode=room.mode.value,
+        seed=room.seed,
+        joined=room.joined,
+        admitted=room.admitted,
+        paused=room.schedule.paused,
+        rate=room.schedule.rate,
+        drawn=room.drawn,
     )

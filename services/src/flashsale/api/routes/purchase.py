@@ -34,7 +34,18 @@ OPENAPI: dict[str, Any] = {
             "required": True,
             "description": "1-255 visible ASCII characters; a replay returns the first answer.",
             "schema": {"type": "string", "minLength": 1, "maxLength": 255},
-        }
+        },
+        {
+            "name": "Admission-Pass",
+            "in": "header",
+            "required": False,
+            "description": (
+                "Sales with a waiting room only: the `pass` POST /v1/sales/{sale_id}/queue (or the "
+                "queue stream's `admitted` event) gave this user; without a valid one, 403 "
+                "not_admitted."
+            ),
+            "schema": {"type": "string"},
+        },
     ],
     "requestBody": {
         "required": False,
@@ -80,9 +91,12 @@ async def place_order(
     idempotency_key: str | None,
     raw_body: bytes,
     client_addr: str,
+    admission_pass: str | None = None,
 ) -> Accepted:
     """The purchase, whichever HTTP layer carried it: checks in the contract's order (401, 400,
-    422, then the sale), then one reserve script. Raises FlashSaleError for every refusal."""
+    422, then the sale), then one reserve script. Raises FlashSaleError for every refusal.
+    `admission_pass` is checked here, in memory; only a sale with a waiting room asks the script
+    whether there was a valid one."""
     scheme, _, token = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise errors.Unauthenticated("a bearer token is required")
@@ -110,6 +124,8 @@ async def place_order(
         order_id=order_id,
         body=body,
         client_addr=client_addr,
+        admitted=admission_pass is not None
+        and services.passes.pass_valid(admission_pass, user_id=principal.user_id, sale_id=sale_id),
     )
     if reservation.replayed:
         order_id = orjson.loads(reservation.body)["order_id"]
@@ -141,7 +157,7 @@ async def measured(services: Services, **kwargs: Any) -> Accepted:
     response_model=PurchaseAccepted,
     summary="Reserve units of a sale (idempotent)",
     openapi_extra=OPENAPI,
-    responses=problem_responses(400, 401, 404, 409, 413, 422, 429, 503),
+    responses=problem_responses(400, 401, 403, 404, 409, 413, 422, 429, 503),
 )
 async def purchase(sale_id: str, request: Request) -> Response:
     """Documents the route; in a running server fastlane.PurchaseLane answers it first."""
@@ -152,6 +168,7 @@ async def purchase(sale_id: str, request: Request) -> Response:
         idempotency_key=request.headers.get("idempotency-key"),
         raw_body=await request.body(),
         client_addr=client_addr(request),
+        admission_pass=request.headers.get("admission-pass"),
     )
     return Response(
         accepted.body, status_code=202, media_type="application/json", headers=accepted.headers

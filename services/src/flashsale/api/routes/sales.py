@@ -17,6 +17,7 @@ router = APIRouter(tags=["sales"], dependencies=[RateLimit])
 @router.get(
     "/v1/sales/{sale_id}",
     response_model=SaleOut,
+    response_model_exclude_none=True,  # `waiting_room` only when the sale has one
     summary="A sale with its live stock and state",
     responses=problem_responses(404, 429, 503),
 )
