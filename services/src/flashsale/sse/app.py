@@ -1,7 +1,8 @@
 """The SSE server's HTTP layer: a raw ASGI app (no framework router or middleware per stream).
 
-Routes: GET /v1/sales/{sale_id}/events, GET /v1/me/events, /healthz, /readyz, /metrics, and an
-OPTIONS preflight for any of them (CORS: GET from any origin). Each stream is one coroutine that
+Routes: GET /v1/sales/{sale_id}/events, GET /v1/me/events, GET /v1/sales/{sale_id}/queue/events
+(the waiting room, sse.queue_hub), /healthz, /readyz, /metrics, and an OPTIONS preflight for any
+of them (CORS: GET from any origin). Each stream is one coroutine that
 writes what its client (sse.clients) has due and sleeps on one future in between, plus one small
 task that notices the peer leaving. Measured with sse/capacity.py: ~11 KB per idle client on
 uvicorn + httptools + uvloop (173 MB RSS at 10,000 clients; the reference system's ~30 KB per
@@ -22,6 +23,7 @@ from starlette.types import Receive, Scope, Send
 
 from flashsale import config, errors, web
 from flashsale.adapters import beacon
+from flashsale.adapters.passes import Passes
 from flashsale.adapters.redis_stock import RedisStock, connect
 from flashsale.adapters.tokens import TokenVerifier
 from flashsale.domain.sales import SALE_ID_RE
@@ -34,6 +36,14 @@ logger = logging.getLogger(__name__)
 
 _SALE_EVENTS = re.compile(r"^/v1/sales/([^/]+)/events$")
 _ME_EVENTS = "/v1/me/events"
+_QUEUE_EVENTS = re.compile(r"^/v1/sales/([^/]+)/queue/events$")
+# The waiting room's refusals at connect, as problem statuses.
+QUEUE_REFUSALS: dict[type[errors.FlashSaleError], int] = {
+    errors.SaleNotFound: 404,
+    errors.NotInQueue: 404,
+    errors.SaleClosed: 409,
+    errors.WaitingRoomDisabled: 409,
+}
 CORS = {"access-control-allow-origin": "*"}
 STREAM_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -65,6 +75,7 @@ class SseApp:
             max_clients=settings.sse.max_clients, max_per_addr=settings.sse.max_clients_per_addr
         )
         self.tokens = TokenVerifier(settings.auth)
+        self.passes = Passes(settings.auth)
         self.stopping = False
         self._feed: Feed | None = None
         self._stock: RedisStock | None = None
@@ -122,7 +133,9 @@ class SseApp:
     async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
         match = _SALE_EVENTS.match(path)
-        known = match is not None or path in (_ME_EVENTS, "/healthz", "/readyz", "/metrics")
+        queue = _QUEUE_EVENTS.match(path)
+        known = match is not None or queue is not None
+        known = known or path in (_ME_EVENTS, "/healthz", "/readyz", "/metrics")
         if not known:
             response = _problem(404, "not_found", "Not found.", f"no route for {path}")
         elif scope["method"] == "OPTIONS":
@@ -134,6 +147,9 @@ class SseApp:
             )  # fmt: skip
         elif match is not None:
             await self._sale_events(scope, receive, send, match.group(1))
+            return
+        elif queue is not None:
+            await self._queue_events(scope, receive, send, queue.group(1))
             return
         elif path == _ME_EVENTS:
             await self._me_events(scope, receive, send)
@@ -212,6 +228,51 @@ class SseApp:
                 self.feed.leave(client)
         finally:
             self.limits.release(addr)
+
+    async def _queue_events(self, scope: Scope, receive: Receive, send: Send, sale_id: str) -> None:
+        """The waiting room of a sale, for a ticket holder (`?ticket=`, or a bearer token)."""
+        if not SALE_ID_RE.fullmatch(sale_id):
+            await _not_found(scope, receive, send)
+            return
+        try:
+            user_id = self._queue_holder(scope, sale_id)
+        except errors.Unauthenticated as e:
+            await _problem(
+                401, "unauthenticated", "Unauthenticated.", e.detail,
+                headers={"www-authenticate": "Bearer"},
+            )(scope, receive, send)  # fmt: skip
+            return
+        addr = _client_addr(scope)
+        refusal = self._admit(addr)
+        if refusal is not None:
+            await refusal(scope, receive, send)
+            return
+        try:
+            try:
+                client = await self.feed.join_queue(sale_id, user_id=user_id, addr=addr)
+            except errors.StoreUnavailable as e:
+                await _store_unavailable(e)(scope, receive, send)
+                return
+            except errors.FlashSaleError as e:
+                status = next(s for cls, s in QUEUE_REFUSALS.items() if isinstance(e, cls))
+                title = (type(e).__doc__ or e.code).strip()
+                await _problem(status, e.code, title, e.detail)(scope, receive, send)
+                return
+            try:
+                await _pump(client, receive, send)
+            finally:
+                self.feed.leave(client)
+        finally:
+            self.limits.release(addr)
+
+    def _queue_holder(self, scope: Scope, sale_id: str) -> str:
+        """The user a queue stream is for: the ticket's holder (`?ticket=`, what POST /queue
+        gave), else the bearer token's user (header or `?access_token=`)."""
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        tickets = query.get("ticket")
+        if tickets and tickets[0]:
+            return self.passes.verify_ticket(tickets[0], sale_id=sale_id).user_id
+        return self.tokens.verify(_bearer(scope)).user_id
 
     def _admit(self, addr: str) -> Response | None:
         """None when the stream may start (a slot is then held), else the refusal to send."""

@@ -16,6 +16,8 @@ Design (per process):
 - Redis gone: the subscription is reopened with capped, jittered exponential backoff; once it is
   back, every hub re-reads its sale and every sale client gets a fresh `sale` snapshot (stock may
   have moved while we were deaf), and every order client a `resync` event.
+- Waiting rooms (sse.queue_hub): a sale's channel also feeds its queue hub, if anyone here waits in
+  that sale's room; queue clients share the heartbeat slices.
 Imports sse, adapters.redis_keys/redis_stock, domain, config, errors; never flashsale.api.
 """
 
@@ -31,10 +33,14 @@ from datetime import UTC, datetime
 
 from flashsale import config, errors
 from flashsale.adapters import redis_keys as keys
+from flashsale.adapters.passes import Passes
+from flashsale.adapters.redis_queue import RedisQueue
 from flashsale.adapters.redis_stock import RedisStock, decode_event
 from flashsale.sse import frames, metrics
 from flashsale.sse.clients import END, HEARTBEAT, Client, OrderClient, SaleClient
 from flashsale.sse.hub import Handle, SaleHub
+from flashsale.sse.queue_client import QueueClient
+from flashsale.sse.queue_hub import QueueRooms
 from flashsale.sse.subscription import ORDER, SALE, Message, Subscription
 
 logger = logging.getLogger(__name__)
@@ -80,6 +86,7 @@ class Feed:
         self._subscription = subscription
         self._coalesce_s = settings.sse.coalesce_ms / 1000
         self._hubs: dict[str, SaleHub] = {}
+        self.rooms = QueueRooms(queue=RedisQueue(stock), passes=Passes(settings.auth))
         self._watchers: dict[str, set[OrderClient]] = {}
         self._slices: list[set[Client]] = [set() for _ in range(HEARTBEAT_SLICES)]
         self._next_slice = 0
@@ -92,6 +99,7 @@ class Feed:
 
     def start(self) -> None:
         self._clock = LoopClock()
+        self.rooms.start(self._clock)
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._run()), loop.create_task(self._heartbeats())]
 
@@ -111,6 +119,7 @@ class Feed:
                 await task
         for hub in list(self._hubs.values()):
             await hub.aclose()
+        await self.rooms.aclose()
         await self._subscription.aclose()
 
     # --- clients --------------------------------------------------------------------------------
@@ -149,6 +158,12 @@ class Feed:
         self._add(client)
         return client
 
+    async def join_queue(self, sale_id: str, *, user_id: str, addr: str) -> QueueClient:
+        """A ticket holder of a sale's waiting room (errors: see QueueRooms.join)."""
+        client = await self.rooms.join(sale_id, user_id=user_id, addr=addr)
+        self._add(client)
+        return client
+
     def leave(self, client: Client) -> None:
         for clients in self._slices:
             clients.discard(client)
@@ -159,6 +174,8 @@ class Feed:
             hub.clients.discard(client)
             if not hub.clients and hub.ready.done():
                 hub.close()
+        elif isinstance(client, QueueClient):
+            self.rooms.leave(client)
         elif isinstance(client, OrderClient):
             watchers = self._watchers.get(client.user_id)
             if watchers is not None:
@@ -216,6 +233,7 @@ class Feed:
         for result in results:
             if isinstance(result, BaseException):
                 raise result
+        await self.rooms.resync()
         if reconnected:
             for watchers in self._watchers.values():
                 for client in watchers:
@@ -252,10 +270,16 @@ class Feed:
             logger.warning("ignored a malformed event on %s: %s", message.channel, e)
 
     def _on_sale_message(self, message: Message, *, received_at: float) -> None:
-        hub = self._hubs.get(keys.sale_id_from_channel(message.channel))
-        if hub is None:
+        sale_id = keys.sale_id_from_channel(message.channel)
+        hub = self._hubs.get(sale_id)
+        room = self.rooms.get(sale_id)
+        if hub is None and room is None:
             return  # nobody here watches this sale
         doc = decode_event(message.data)
+        if room is not None:
+            room.on_message(doc)
+        if hub is None:
+            return
         kind = doc.get("type")
         if kind == "stock":
             hub.on_stock(int(doc["remaining"]), int(doc["seq"]), received_at=received_at)

@@ -8,7 +8,8 @@ from prometheus_client import Counter, Gauge, Histogram
 
 CLIENTS = Gauge(
     "flashsale_sse_clients",
-    "Connected SSE clients by stream kind (sale = /v1/sales/{id}/events, me = /v1/me/events).",
+    "Connected SSE clients by stream kind (sale = /v1/sales/{id}/events, me = /v1/me/events, "
+    "queue = /v1/sales/{id}/queue/events).",
     ["stream"],
     multiprocess_mode="livesum",
 )
@@ -20,7 +21,10 @@ _EVENTS = Counter(
 # Children bound once: labels() on every write would cost a dict lookup and a lock per client.
 EVENTS = {
     name: _EVENTS.labels(name)
-    for name in ("sale", "stock", "state", "deleted", "order", "resync", "heartbeat")
+    for name in (
+        *("sale", "stock", "state", "deleted", "order", "resync", "heartbeat"),
+        *("position", "admitted", "sold_out", "closed", "waiting_room_disabled"),  # queue stream
+    )
 }
 COALESCED = Counter(
     "flashsale_sse_coalesced_updates_total",
@@ -48,4 +52,15 @@ REDIS_CONNECTED = Gauge(
     "flashsale_sse_redis_subscribed",
     "1 while the process's pub/sub subscription is live, 0 while it reconnects.",
     multiprocess_mode="livemax",
+)
+QUEUE_PASSES = Counter(
+    "flashsale_sse_waiting_room_passes_total",
+    "Admissions this process saw first and announced with an `admitted` event (its pass).",
+)
+# As the API's flashsale_waiting_room_wait_seconds: whichever process sees an admission first
+# observes its wait, so the two histograms together count every admitted ticket once.
+QUEUE_WAIT_SECONDS = Histogram(
+    "flashsale_sse_waiting_room_wait_seconds",
+    "Time in the queue, from joining to the first sight of the admission.",
+    buckets=(1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600),
 )
