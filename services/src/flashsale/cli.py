@@ -213,9 +213,29 @@ def cmd_sale_create(args: argparse.Namespace) -> int:
         "closes_at": (opens_at + timedelta(seconds=args.duration)).isoformat(),
         "per_user_limit": args.per_user_limit,
     }
+    room = _waiting_room(args)
+    if room is not None:
+        body["waiting_room"] = room
     response = _api_call(settings, "PUT", f"/v1/admin/sales/{args.sale_id}", json=body)
     _print_sale(response.json(), title="created" if response.status_code == 201 else "updated")
     return 0
+
+
+def _waiting_room(args: argparse.Namespace) -> dict[str, Any] | None:
+    """--waiting-room fifo|random (and its two knobs) as the admin API's `waiting_room`."""
+    if args.waiting_room is None:
+        if args.admit_per_second is not None or args.session_seconds is not None:
+            raise CliError(
+                "--admit-per-second and --session-seconds need --waiting-room fifo|random",
+                code=EXIT_USAGE,
+            )
+        return None
+    room: dict[str, Any] = {"enabled": True, "mode": args.waiting_room}
+    if args.admit_per_second is not None:
+        room["admit_per_second"] = args.admit_per_second
+    if args.session_seconds is not None:
+        room["session_seconds"] = args.session_seconds
+    return room
 
 
 def cmd_sale_show(args: argparse.Namespace) -> int:
@@ -342,6 +362,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     create.add_argument("--duration", type=_positive, default=300, help="seconds (default 300)")
     create.add_argument("--per-user-limit", type=_positive, default=1)
+    create.add_argument(
+        "--waiting-room",
+        choices=("fifo", "random"),
+        default=None,
+        help="a virtual waiting room: admit in join order, or draw the pre-queue (default: none)",
+    )
+    create.add_argument(
+        "--admit-per-second", type=_positive, default=None, help="admissions per second (100)"
+    )
+    create.add_argument(
+        "--session-seconds", type=_positive, default=None, help="lifetime of a pass (120)"
+    )
     create.set_defaults(func=cmd_sale_create)
     show = sale.add_parser("show", help="a sale and its unit counts")
     show.add_argument("sale_id")
