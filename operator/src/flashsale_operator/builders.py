@@ -38,6 +38,21 @@ def build_sale_body(sale: lifecycle.SaleSpec, upsert: lifecycle.Upsert) -> dict[
         "opens_at": rfc3339(upsert.opens_at),
         "closes_at": rfc3339(upsert.closes_at),
         "per_user_limit": sale.per_user_limit,
+        **build_waiting_room(upsert.waiting_room),
+    }
+
+
+def build_waiting_room(room: lifecycle.WaitingRoomSpec | None) -> dict[str, Any]:
+    """The body's `waiting_room` (left out when off: the API's default, and the old body)."""
+    if room is None:
+        return {}
+    return {
+        "waiting_room": {
+            "enabled": True,
+            "mode": room.mode,
+            "admit_per_second": room.admit_per_second,
+            "session_seconds": room.session_seconds,
+        }
     }
 
 
@@ -53,6 +68,7 @@ def build_observed(sale: Mapping[str, Any], stats: Mapping[str, Any]) -> lifecyc
         confirmed=int(stats["confirmed"]),
         failed=int(stats["failed"]),
         needs_reconciliation=int(stats["needs_reconciliation"]),
+        waiting_room_mode=(sale.get("waiting_room") or {}).get("mode"),
     )
 
 

@@ -29,6 +29,13 @@ MAX_STOCK = 10_000_000
 MAX_PER_USER_LIMIT = 1000
 MAX_DURATION = timedelta(hours=24)
 DEFAULT_DURATION = "5m"
+# spec.waitingRoom: the API's limits and defaults (its domain/waiting_room.py), checked here too.
+WAITING_ROOM_MODES = ("fifo", "random")
+MAX_ADMIT_PER_SECOND = 100_000
+MIN_SESSION_S = 10
+MAX_SESSION_S = 24 * 3600
+DEFAULT_ADMIT_PER_SECOND = 100
+DEFAULT_SESSION_S = 120
 # 8 hex digits of hash keep shortened sale ids unique in practice (2^32 per shortened prefix).
 SALE_ID_HASH_LEN = 8
 # While the API lags behind our clock at a transition, look again this soon.
@@ -65,6 +72,15 @@ class InvalidSpec(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
+class WaitingRoomSpec:
+    """spec.waitingRoom when enabled (docs/waiting-room.md)."""
+
+    mode: str  # fifo | random
+    admit_per_second: int
+    session_seconds: int
+
+
+@dataclass(frozen=True, slots=True)
 class SaleSpec:
     """A validated FlashSale spec."""
 
@@ -75,6 +91,7 @@ class SaleSpec:
     opens_at: datetime
     duration: timedelta
     per_user_limit: int
+    waiting_room: WaitingRoomSpec | None = None  # None: no waiting room
 
     @property
     def closes_at(self) -> datetime:
@@ -94,6 +111,7 @@ class Observed:
     confirmed: int = 0
     failed: int = 0
     needs_reconciliation: int = 0
+    waiting_room_mode: str | None = None  # fifo | random while the sale has a waiting room
 
     @property
     def has_orders(self) -> bool:
@@ -136,6 +154,7 @@ class Upsert:
     stock: int
     opens_at: datetime
     closes_at: datetime
+    waiting_room: WaitingRoomSpec | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +191,7 @@ def parse_spec(
     opens_at = _spec_time(spec.get("opensAt"), created, problems)
     duration = _spec_duration(spec.get("duration", DEFAULT_DURATION), problems)
     sale_id = _spec_sale_id(spec.get("saleId"), namespace=namespace, name=name, problems=problems)
+    waiting_room = _spec_waiting_room(spec.get("waitingRoom"), problems)
     if problems or stock is None or limit is None or opens_at is None or duration is None:
         raise InvalidSpec("; ".join(problems))
     return SaleSpec(
@@ -182,6 +202,7 @@ def parse_spec(
         opens_at=opens_at,
         duration=duration,
         per_user_limit=limit,
+        waiting_room=waiting_room,
     )
 
 
@@ -272,7 +293,12 @@ def _without_sale(sale: SaleSpec, recorded: Recorded, now: datetime) -> Decision
             "nothing was sold",
         )
         return Decision(Phase.CLOSED, conditions=(expired,))
-    upsert = Upsert(stock=sale.stock, opens_at=sale.opens_at, closes_at=sale.closes_at)
+    upsert = Upsert(
+        stock=sale.stock,
+        opens_at=sale.opens_at,
+        closes_at=sale.closes_at,
+        waiting_room=sale.waiting_room,
+    )
     phase = Phase.SCHEDULED if now < sale.opens_at else Phase.OPEN
     return Decision(phase, actions=(Action.UPSERT,), upsert=upsert, conditions=(_APPLIED,))
 
@@ -298,12 +324,31 @@ def _apply_spec(sale: SaleSpec, observed: Observed) -> Decision:
             refused.append(
                 f"spec.opensAt not applied: the sale opened at {observed.opens_at.isoformat()}"
             )
-    upsert = Upsert(stock=stock, opens_at=opens_at, closes_at=opens_at + sale.duration)
+    room = sale.waiting_room
+    if room is not None and _mode_locked(room, observed):
+        room = dataclasses.replace(room, mode=str(observed.waiting_room_mode))
+        reasons.append("WaitingRoomModeLocked")
+        refused.append(
+            f"spec.waitingRoom.mode not applied: the sale opened with mode {room.mode} and its "
+            "order is promised from then on"
+        )
+    upsert = Upsert(
+        stock=stock, opens_at=opens_at, closes_at=opens_at + sale.duration, waiting_room=room
+    )
     applied = (
         Condition(SPEC_APPLIED, False, reasons[0], "; ".join(refused)) if refused else _APPLIED
     )
     return Decision(
         _mirror(observed), actions=(Action.UPSERT,), upsert=upsert, conditions=(applied,)
+    )
+
+
+def _mode_locked(room: WaitingRoomSpec, observed: Observed) -> bool:
+    """The API refuses a new mode once its pre-queue is drawn, at the opening; keep the old one."""
+    return (
+        observed.state != "scheduled"
+        and observed.waiting_room_mode is not None
+        and observed.waiting_room_mode != room.mode
     )
 
 
@@ -396,6 +441,29 @@ def _spec_sale_id(value: Any, *, namespace: str, name: str, problems: list[str])
         )
         return ""
     return value
+
+
+def _spec_waiting_room(value: Any, problems: list[str]) -> WaitingRoomSpec | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        problems.append("spec.waitingRoom must be an object")
+        return None
+    enabled = value.get("enabled", False)
+    if not isinstance(enabled, bool):
+        problems.append("spec.waitingRoom.enabled must be true or false")
+    mode = value.get("mode", "fifo")
+    if mode not in WAITING_ROOM_MODES:
+        problems.append("spec.waitingRoom.mode must be fifo or random")
+    found: list[str] = []
+    top, default = MAX_ADMIT_PER_SECOND, DEFAULT_ADMIT_PER_SECOND
+    rate = _int_in(value, "admitPerSecond", 1, top, default, found)
+    low, top, default = MIN_SESSION_S, MAX_SESSION_S, DEFAULT_SESSION_S
+    session = _int_in(value, "sessionSeconds", low, top, default, found)
+    problems.extend(p.replace("spec.", "spec.waitingRoom.", 1) for p in found)
+    if enabled is not True or rate is None or session is None or mode not in WAITING_ROOM_MODES:
+        return None
+    return WaitingRoomSpec(mode=str(mode), admit_per_second=rate, session_seconds=session)
 
 
 def _maybe_time(value: Any) -> datetime | None:

@@ -91,7 +91,7 @@ def test_parse_spec_defaults_open_at_creation_for_five_minutes_one_unit_per_user
 
 
 def test_parse_spec_ignores_fields_it_does_not_know_yet() -> None:
-    assert parse(waitingRoom={"enabled": True}) == SALE
+    assert parse(laterField={"enabled": True}) == SALE
 
 
 @pytest.mark.parametrize(
