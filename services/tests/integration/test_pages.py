@@ -13,8 +13,10 @@ import asyncio
 import importlib.util
 import os
 import re
+import secrets
 import shutil
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -385,3 +387,32 @@ async def test_the_dashboard_refuses_a_buyer_token(
     await page.click("button[type=submit]")
     await page.wait_for_selector("#conn-state[data-tone=bad]", timeout=10_000)
     assert (await text_of(page, "#conn-state")).startswith("Refused")
+
+
+@pytest.mark.usefixtures("sse", "workers")
+async def test_with_the_waiting_room_on_buy_joins_the_line_then_buys_with_the_pass(
+    tab: Tab, api: ServerThread, client: httpx.AsyncClient, settings: Settings,
+    admin_headers: dict[str, str],
+) -> None:  # fmt: skip
+    sale_id = "wr-" + secrets.token_hex(4)
+    opens_at = datetime.now(UTC) - timedelta(seconds=1)
+    created = await client.put(
+        f"/v1/admin/sales/{sale_id}",
+        headers=admin_headers,
+        json={
+            "name": "Queued sneaker", "price": "49.99", "stock": 5,
+            "opens_at": opens_at.isoformat(),
+            "closes_at": (opens_at + timedelta(seconds=300)).isoformat(),
+            "waiting_room": {"enabled": True, "admit_per_second": 50},
+        },
+    )  # fmt: skip
+    assert created.status_code == 201, created.text
+    page = tab.page
+    await page.goto(f"{api.url}/?sale={sale_id}#token={token(settings, 'queued-user')}")
+    await wait_text(page, "#buy", "Join the line")
+    await page.click("#buy")
+    await until(page, "() => document.getElementById('queue').dataset.tone === 'good'")
+    await wait_text(page, "#buy", "Buy now")
+    await page.click("#buy")
+    await page.wait_for_selector("#order[data-status=confirmed]", timeout=15_000)
+    await tab.shot("buyer-waiting-room")
