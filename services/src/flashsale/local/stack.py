@@ -76,9 +76,11 @@ class Child:
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     next_start: float = 0.0
+    reaped: bool = False
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.reaped = False
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 self.args,
@@ -97,8 +99,20 @@ class Child:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    def reap(self) -> None:
+        """Kill what is left of a dead child's process group. A `kill -9` of the API's uvicorn
+        supervisor leaves its worker processes running (nothing tells them their parent died),
+        still holding the port: the restarted API would fail with "address already in use"
+        forever, and `stop` would never reach them."""
+        if self.process is not None and not self.alive() and not self.reaped:
+            # Once, right after the death is seen: later the group id could name someone else.
+            self.reaped = True
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+
     def stop(self, *, timeout: float = 15.0) -> None:
         if not self.alive():
+            self.reap()
             return
         assert self.process is not None
         with contextlib.suppress(ProcessLookupError):
@@ -311,6 +325,7 @@ class Stack:
             if child.alive() or not child.restart:
                 continue
             if child.next_start == 0.0:
+                child.reap()
                 delay = RESTART_BACKOFF_S[min(child.restarts, len(RESTART_BACKOFF_S) - 1)]
                 child.next_start = now + delay
                 code = child.process.returncode if child.process else None
