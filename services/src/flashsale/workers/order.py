@@ -16,6 +16,7 @@ from prometheus_client import Counter, Histogram
 
 from flashsale import errors
 from flashsale.adapters import redis_keys as keys
+from flashsale.adapters.redis_stock import guarded
 from flashsale.adapters.redis_stream import Entry, Stream
 from flashsale.config import Settings
 from flashsale.domain.orders import PlacedOrder
@@ -138,6 +139,7 @@ async def _restore_sale_row(ctx: WorkerContext, sale_id: str) -> bool:
     return True
 
 
+@guarded("dead letter")
 async def _dead_letter(ctx: WorkerContext, entry: Entry, *, reason: str) -> None:
     """Keep an entry we cannot process where an operator can see it; never drop it silently."""
     DEAD_LETTERED.labels(reason).inc()

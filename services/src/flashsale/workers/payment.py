@@ -23,6 +23,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from flashsale import errors
 from flashsale.adapters import redis_keys as keys
 from flashsale.adapters.gateway_http import ChargeAttempt, GatewayClient
+from flashsale.adapters.redis_stock import guarded
 from flashsale.adapters.redis_stream import Entry, Stream
 from flashsale.config import Settings
 from flashsale.domain.orders import FailureReason, Order, OrderStatus, PlacedOrder
@@ -299,8 +300,11 @@ async def purge_deleted_sales(ctx: WorkerContext) -> None:
             logger.info("freed the keys of deleted sale %s", sale_id)
 
 
+@guarded("reconciler lease")
 async def _hold_lease(ctx: WorkerContext) -> bool:
-    """One reconciler at a time across all payment workers: a Redis lease, renewed while held."""
+    """One reconciler at a time across all payment workers: a Redis lease, renewed while held.
+    Guarded: a Redis outage is StoreUnavailable, which skips a pass; a raw redis-py error used to
+    end the reconciler task and with it the whole payment worker."""
     ok = await ctx.redis.set(keys.RECONCILER_LOCK, ctx.consumer, px=LEASE_MS, nx=True)
     if ok:
         return True
