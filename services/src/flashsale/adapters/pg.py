@@ -41,8 +41,14 @@ async def unavailable_on_error(what: str) -> AsyncIterator[None]:
         yield
     except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError, TimeoutError) as e:
         raise errors.StoreUnavailable(f"postgres: {what}: {e!r}") from e
-    except (asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError) as e:
-        # Starting up or shutting down (a restart): the same as not answering.
+    except asyncpg.OperatorInterventionError as e:
+        # Class 57: starting up, shutting down, crash recovery after another backend died: the
+        # same as not answering.
+        raise errors.StoreUnavailable(f"postgres: {what}: {e!r}") from e
+    except asyncpg.InternalClientError as e:
+        # A connection the server dropped mid-transaction fails again when the pool resets it on
+        # release ("cannot switch to state ..."); it surfaced as an unhandled error that killed
+        # the payment task instead of backing off.
         raise errors.StoreUnavailable(f"postgres: {what}: {e!r}") from e
     except asyncpg.UndefinedTableError as e:
         # A pod that started before `flashsale migrate` finished: wait, do not crash-loop.
