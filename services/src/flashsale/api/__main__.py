@@ -10,6 +10,7 @@ import uvicorn
 
 from flashsale.config import Settings
 from flashsale.logs import setup
+from flashsale.web import BoundedHttpToolsProtocol
 
 
 def main() -> None:
@@ -30,7 +31,8 @@ def main() -> None:
         port=settings.api.port,
         workers=settings.api.workers,
         loop="uvloop",
-        http="httptools",
+        # httptools, with the request head bounded (431 past 32 KiB instead of buffering any size).
+        http=BoundedHttpToolsProtocol,
         access_log=False,
         log_config=None,
         proxy_headers=True,

@@ -13,6 +13,7 @@ import uvicorn
 
 from flashsale import config
 from flashsale.sse.app import SseApp, create_app
+from flashsale.web import BoundedHttpToolsProtocol
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ def build_server(settings: config.Settings, *, app: SseApp | None = None) -> Sse
         host=settings.sse.host,
         port=settings.sse.port,
         loop="uvloop",
-        http="httptools",
+        http=BoundedHttpToolsProtocol,  # httptools, request head bounded (431 past 32 KiB)
         lifespan="on",
         access_log=False,
         log_config=None,  # logs.setup() configured logging; uvicorn must not replace it
