@@ -7,27 +7,46 @@ them in memory.
   ticket back however often they join.
 - pass `{typ: "pass", sub, sale, exp}`: sent by the purchase in the `Admission-Pass` header; `exp`
   is the first moment its holder was seen admitted plus the sale's session, so it never moves.
-Bearer-token verification (adapters/tokens.py) refuses both: neither may stand in for a login."""
+Bearer-token verification (adapters/tokens.py) refuses both: neither may stand in for a login.
+
+They are minted and checked here with hmac directly, not through PyJWT: PyJWT spends ~40 us per
+encode or decode (it re-examines the key each time), this ~3 us, and every join and every purchase
+of a sale with a waiting room pays it. The tokens are standard JWTs (any JWT library verifies
+them); checking is stricter than a library's: the header must be exactly the one we write, so the
+algorithm is pinned to HS256 by construction, and the signature is compared in constant time."""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
+import hmac
+import time
 from dataclasses import dataclass
+from typing import Any
 
-import jwt
+import orjson
 
 from flashsale import errors
-from flashsale.adapters.tokens import ALGORITHM, USER_ID_RE
+from flashsale.adapters.tokens import USER_ID_RE
 from flashsale.config import AuthSettings
 
 PASS = "pass"
 TICKET = "ticket"
-TYPES = (PASS, TICKET)
 # 1 s: the pass is minted from Redis TIME and checked against this host's clock; NTP keeps them
 # within milliseconds, and a 10 s session must not silently grow by the bearer tokens' 30 s.
 PASS_LEEWAY_S = 1
 # 30 days: a ticket only names its holder (the stream re-reads the live ticket at connect), and a
 # pre-queue may be joined long before a sale opens; it dies with the sale's keys anyway.
 TICKET_TTL_S = 30 * 24 * 3600
+
+
+def _b64(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
+# The header PyJWT writes for HS256 (sorted keys, no spaces): our tokens look like any other.
+HEADER = _b64(b'{"alg":"HS256","typ":"JWT"}')
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,56 +60,70 @@ class Passes:
     """Mints and checks tickets and passes with the process's auth secret."""
 
     def __init__(self, settings: AuthSettings) -> None:
-        self._secret = settings.jwt_secret
+        self._key = settings.jwt_secret.encode()
+
+    # --- the JWT itself ---------------------------------------------------------------------------
+
+    def _sign(self, signing_input: bytes) -> bytes:
+        return _b64(hmac.new(self._key, signing_input, hashlib.sha256).digest())
+
+    def _encode(self, claims: dict[str, Any]) -> str:
+        signing_input = HEADER + b"." + _b64(orjson.dumps(claims))
+        return (signing_input + b"." + self._sign(signing_input)).decode()
+
+    def _claims(self, token: str) -> dict[str, Any] | None:
+        """The claims of a token we signed, else None (any other header, signature or shape)."""
+        parts = token.encode("ascii", "replace").split(b".")
+        if len(parts) != 3 or parts[0] != HEADER:
+            return None
+        if not hmac.compare_digest(self._sign(parts[0] + b"." + parts[1]), parts[2]):
+            return None
+        try:
+            claims = orjson.loads(base64.urlsafe_b64decode(parts[1] + b"=" * (-len(parts[1]) % 4)))
+        except (binascii.Error, ValueError):
+            return None
+        return claims if isinstance(claims, dict) else None
+
+    # --- passes and tickets -----------------------------------------------------------------------
 
     def mint_pass(self, *, user_id: str, sale_id: str, expires_at_s: int) -> str:
-        claims = {"typ": PASS, "sub": user_id, "sale": sale_id, "exp": expires_at_s}
-        return jwt.encode(claims, self._secret, algorithm=ALGORITHM)
+        return self._encode({"typ": PASS, "sub": user_id, "sale": sale_id, "exp": expires_at_s})
 
     def pass_valid(self, token: str | None, *, user_id: str, sale_id: str) -> bool:
         """True only for an unexpired pass of this user for this sale, signed by us."""
-        if not token:
+        claims = self._claims(token) if token else None
+        if claims is None:
             return False
-        try:
-            claims = jwt.decode(
-                token,
-                self._secret,
-                algorithms=[ALGORITHM],
-                leeway=PASS_LEEWAY_S,
-                options={"require": ["exp", "sub", "sale", "typ"]},
-            )
-        except jwt.InvalidTokenError:
-            return False
+        exp = claims.get("exp")
         return (
             claims.get("typ") == PASS
             and claims.get("sub") == user_id
             and claims.get("sale") == sale_id
+            and type(exp) is int
+            and exp + PASS_LEEWAY_S > time.time()
         )
 
     def mint_ticket(self, *, user_id: str, sale_id: str, seq: int, joined_ms: int) -> str:
-        claims = {
-            "typ": TICKET,
-            "sub": user_id,
-            "sale": sale_id,
-            "seq": seq,
-            "exp": joined_ms // 1000 + TICKET_TTL_S,
-        }
-        return jwt.encode(claims, self._secret, algorithm=ALGORITHM)
+        return self._encode(
+            {
+                "typ": TICKET,
+                "sub": user_id,
+                "sale": sale_id,
+                "seq": seq,
+                "exp": joined_ms // 1000 + TICKET_TTL_S,
+            }
+        )
 
     def verify_ticket(self, token: str, *, sale_id: str) -> TicketClaims:
         """The holder of a ticket for this sale; Unauthenticated otherwise."""
-        try:
-            claims = jwt.decode(
-                token,
-                self._secret,
-                algorithms=[ALGORITHM],
-                options={"require": ["exp", "sub", "sale", "typ", "seq"]},
-            )
-        except jwt.InvalidTokenError as e:
-            raise errors.Unauthenticated(f"invalid ticket: {e}") from e
-        sub, seq = claims.get("sub"), claims.get("seq")
+        claims = self._claims(token)
+        if claims is None:
+            raise errors.Unauthenticated("invalid ticket")
+        sub, seq, exp = claims.get("sub"), claims.get("seq"), claims.get("exp")
         if claims.get("typ") != TICKET or claims.get("sale") != sale_id:
             raise errors.Unauthenticated("this is not a ticket of this sale's waiting room")
-        if not isinstance(sub, str) or not USER_ID_RE.fullmatch(sub) or not isinstance(seq, int):
+        if not isinstance(sub, str) or not USER_ID_RE.fullmatch(sub) or type(seq) is not int:
             raise errors.Unauthenticated("malformed ticket")
+        if type(exp) is not int or exp <= time.time():
+            raise errors.Unauthenticated("the ticket has expired")
         return TicketClaims(user_id=sub, sale_id=sale_id, seq=seq)

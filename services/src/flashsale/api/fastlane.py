@@ -1,6 +1,7 @@
-"""A raw ASGI lane for the one route that takes the crowd: POST /v1/sales/{sale_id}/orders.
+"""A raw ASGI lane for the routes that take the crowd: POST /v1/sales/{sale_id}/orders, and
+POST /v1/sales/{sale_id}/queue (a sale with a waiting room: the whole crowd joins and looks again).
 
-Installed as the outermost user middleware, it answers that route before FastAPI's exception,
+Installed as the outermost user middleware, it answers those routes before FastAPI's exception,
 routing and dependency layers; every other request passes straight through.
 
 It reads the few headers and the body from the ASGI scope itself and calls the same
@@ -19,6 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from flashsale import errors
 from flashsale.api import problems
 from flashsale.api.deps import Services
+from flashsale.api.routes import queue
 from flashsale.api.routes.purchase import measured
 from flashsale.web import problem
 
@@ -26,6 +28,7 @@ logger = logging.getLogger(__name__)
 
 PREFIX = "/v1/sales/"
 SUFFIX = "/orders"
+QUEUE_SUFFIX = "/queue"
 JSON = [(b"content-type", b"application/json")]
 
 
@@ -38,22 +41,27 @@ class PurchaseLane:
         self.app = app
         self.max_body_bytes = max_body_bytes
 
-    def _sale_id(self, scope: Scope) -> str | None:
+    def _sale_id(self, scope: Scope, suffix: str = SUFFIX) -> str | None:
         if scope["type"] != "http" or scope["method"] != "POST":
             return None
         path: str = scope["path"]
-        if not (path.startswith(PREFIX) and path.endswith(SUFFIX)):
+        if not (path.startswith(PREFIX) and path.endswith(suffix)):
             return None
-        sale_id = path[len(PREFIX) : -len(SUFFIX)]
+        sale_id = path[len(PREFIX) : -len(suffix)]
         return sale_id if sale_id and "/" not in sale_id else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         sale_id = self._sale_id(scope)
-        if sale_id is None:
+        queued = None if sale_id is not None else self._sale_id(scope, QUEUE_SUFFIX)
+        if sale_id is None and queued is None:
             await self.app(scope, receive, send)
             return
         services: Services = scope["app"].state.services
         try:
+            if queued is not None:
+                await self._join(scope, receive, send, sale_id=queued, services=services)
+                return
+            assert sale_id is not None
             await self._purchase(scope, receive, send, sale_id=sale_id, services=services)
         except errors.FlashSaleError as e:
             await problems.from_error(e)(scope, receive, send)
@@ -104,6 +112,25 @@ class PurchaseLane:
         headers = [*JSON, *((k.lower().encode(), v.encode()) for k, v in accepted.headers.items())]
         await send({"type": "http.response.start", "status": 202, "headers": headers})
         await send({"type": "http.response.body", "body": accepted.body})
+
+    async def _join(
+        self, scope: Scope, receive: Receive, send: Send, *, sale_id: str, services: Services
+    ) -> None:
+        authorization = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                authorization = value.decode("latin-1")
+        await self._read_body(receive)  # none is expected; read it all, within the limit
+        client = scope.get("client")
+        joined = await queue.join_queue(
+            services,
+            sale_id=sale_id,
+            authorization=authorization,
+            client_addr=client[0] if client else "unknown",
+        )
+        headers = [*JSON, *((k.lower().encode(), v.encode()) for k, v in joined.headers.items())]
+        await send({"type": "http.response.start", "status": 202, "headers": headers})
+        await send({"type": "http.response.body", "body": joined.body})
 
     async def _read_body(self, receive: Receive) -> bytes:
         chunks: list[bytes] = []

@@ -2,12 +2,16 @@
 the same ticket), and get the admission pass once admitted. One Redis round trip (queue.lua, which
 also applies the rate limits); the ticket and the pass are minted here, in memory.
 
-Polling is the fallback for clients without EventSource: the answer's Retry-After says when a look
-again is worth it (GET /v1/sales/{id}/queue/events on the SSE server pushes instead)."""
+`join_queue` is the join, independent of the HTTP layer: with a waiting room on, the whole crowd
+joins and looks again here, so api/fastlane.py answers this route too, before FastAPI; the FastAPI
+route below documents it. Polling is the fallback for clients without EventSource: the answer's
+Retry-After says when a look again is worth it (GET /v1/sales/{id}/queue/events on the SSE server
+pushes instead)."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -17,7 +21,7 @@ from starlette.responses import Response
 from flashsale import errors
 from flashsale.adapters.passes import Passes
 from flashsale.api import metrics
-from flashsale.api.deps import PrincipalDep, ServicesDep, client_addr
+from flashsale.api.deps import Services, client_addr
 from flashsale.api.schemas import QueueTicket, problem_responses
 from flashsale.domain.sales import SALE_ID_RE, from_ms, rfc3339
 from flashsale.domain.waiting_room import TicketStatus
@@ -57,23 +61,26 @@ def poll_after_s(status: TicketStatus) -> int:
     return min(POLL_MAX_S, max(POLL_MIN_S, math.ceil(wait / 2)))
 
 
-@router.post(
-    "/v1/sales/{sale_id}/queue",
-    status_code=202,
-    response_model=QueueTicket,
-    response_model_exclude_none=True,
-    summary="Join the sale's waiting room (idempotent per user); the pass once admitted",
-    responses=problem_responses(401, 404, 409, 429, 503),
-)
+@dataclass(frozen=True, slots=True)
+class Joined:
+    """A 202 of POST /queue: the body and its headers."""
+
+    body: bytes
+    headers: dict[str, str]
+
+
 async def join_queue(
-    sale_id: str, request: Request, services: ServicesDep, principal: PrincipalDep
-) -> Response:
+    services: Services, *, sale_id: str, authorization: str | None, client_addr: str
+) -> Joined:
+    """The join, whichever HTTP layer carried it: 401, then the sale, then queue.lua (rate limits
+    first). Raises FlashSaleError for every refusal."""
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise errors.Unauthenticated("a bearer token is required")
+    user_id = services.tokens.verify(token.strip()).user_id
     if not SALE_ID_RE.fullmatch(sale_id):
         raise errors.SaleNotFound()
-    user_id = principal.user_id
-    status = await services.queue.join(
-        sale_id=sale_id, user_id=user_id, client_addr=client_addr(request)
-    )
+    status = await services.queue.join(sale_id=sale_id, user_id=user_id, client_addr=client_addr)
     metrics.count_queue_call(
         sale_id,
         new_ticket=status.new_ticket,
@@ -82,9 +89,26 @@ async def join_queue(
         wait_s=((status.now_ms - status.joined_ms) / 1000 if status.first_admission else None),
     )
     body = ticket_body(services.passes, status, sale_id=sale_id, user_id=user_id)
+    return Joined(orjson.dumps(body), {"Retry-After": str(poll_after_s(status))})
+
+
+@router.post(
+    "/v1/sales/{sale_id}/queue",
+    status_code=202,
+    response_model=QueueTicket,
+    response_model_exclude_none=True,
+    summary="Join the sale's waiting room (idempotent per user); the pass once admitted",
+    openapi_extra={"security": [{"HTTPBearer": []}]},
+    responses=problem_responses(401, 404, 409, 429, 503),
+)
+async def join(sale_id: str, request: Request) -> Response:
+    """Documents the route; in a running server fastlane.PurchaseLane answers it first."""
+    joined = await join_queue(
+        request.app.state.services,
+        sale_id=sale_id,
+        authorization=request.headers.get("authorization"),
+        client_addr=client_addr(request),
+    )
     return Response(
-        orjson.dumps(body),
-        status_code=202,
-        media_type="application/json",
-        headers={"Retry-After": str(poll_after_s(status))},
+        joined.body, status_code=202, media_type="application/json", headers=joined.headers
     )
