@@ -33,19 +33,33 @@ def results() -> dict[str, Any]:
         "started_at": "20260101-000000",
         "environment": {"cpus": 2, "load_average_1_5_15": [0.5, 0.4, 0.3]},
         "phases": {
-            "baseline": {"steps": [step(1700, 1700), step(2500, 2500), step(4000, 3000)]},
-            "purchase": {
-                "steps": [
-                    step(1700, 1700, p50=3.0, p95=9.0),
-                    step(2500, 2490),
-                    step(4000, 1800, dropped=5000),
-                ],
-                "invariants": ok,
-            },  # fmt: skip
+            "throughput": {
+                "baseline": {"steps": [step(1700, 1700), step(2500, 2500), step(4000, 3000)]},
+                "purchase": {
+                    "steps": [
+                        step(1700, 1700, p50=3.0, p95=9.0),
+                        step(2500, 2490),
+                        step(4000, 1800, dropped=5000),
+                    ],
+                    "invariants": ok,
+                },
+            },
             "durability": {
-                "always": {"steps": [step(1700, 1650)], "invariants": ok},
-                "everysec": {"steps": [step(1700, 1700)], "invariants": ok},
-            },  # fmt: skip
+                "runs": [
+                    {
+                        "appendfsync": "always",
+                        "round": 1,
+                        "steps": [step(1700, 1650)],
+                        "invariants": ok,
+                    },
+                    {
+                        "appendfsync": "everysec",
+                        "round": 1,
+                        "steps": [step(1700, 1700)],
+                        "invariants": ok,
+                    },
+                ]
+            },  # fmt: skip  # fmt: skip
             "drain": {
                 "orders_per_s": 12000,
                 "drained": 50000,
@@ -114,11 +128,13 @@ def test_markdown_has_the_tables() -> None:
         "## Purchase throughput vs the bare baseline",
         "## Durability",
         "## Workers, SSE, sell-out",
-        "## Load average per phase",
+        "## Noise: CPU of other processes per phase",
     ):
         assert heading in md  # fmt: skip
     assert "| 4,000 | 3,000 |" in md
     assert "60%" in md  # 1,800 of the baseline's 3,000 at 4,000/s
+    assert "| everysec | 1 | 1,700 | 1,700 |" in md
+    assert "others' CPU (baseline / purchase)" in md
 
 
 def test_a_failed_phase_or_invariant_fails_the_bench() -> None:
@@ -127,6 +143,9 @@ def test_a_failed_phase_or_invariant_fails_the_bench() -> None:
     broken = results()
     broken["phases"]["drain"]["invariants"] = {"ok": False, "checks": []}
     assert not benchreport.all_invariants_hold(broken)
+    in_a_list = results()
+    in_a_list["phases"]["durability"]["runs"][1]["invariants"] = {"ok": False, "checks": []}
+    assert not benchreport.all_invariants_hold(in_a_list)
     errored = results()
     errored["phases"]["sse"] = {"error": "sse.capacity exited with 1"}
     assert not benchreport.all_invariants_hold(errored)
@@ -135,11 +154,16 @@ def test_a_failed_phase_or_invariant_fails_the_bench() -> None:
 
 def test_terminal_output() -> None:
     out = io.StringIO()
-    console = Console(file=out, width=100, color_system=None)
-    benchreport.print_phase(console, "purchase", {"steps": [step(500, 500)], "seconds": 17.0})
+    console = Console(file=out, width=120, color_system=None)
+    benchreport.print_phase(console, "durability", {"steps": [step(500, 500)], "seconds": 17.0})
     benchreport.print_phase(console, "drain", {"error": "boom"})
-    assert "500/s" in out.getvalue()
-    assert "boom" in out.getvalue()
+    benchreport.print_pair(console, {**step(700, 690), "cpu_others": 0.05}, step(700, 650))
+    text = out.getvalue()
+    assert "500/s" in text
+    assert "boom" in text
+    assert "others' CPU 5%" in text
+    benchreport.print_tables(console, results())
+    assert "Targets" in out.getvalue()
 
 
 def test_crowd_plan_brings_every_user_once() -> None:

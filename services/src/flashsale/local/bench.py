@@ -4,8 +4,9 @@ free ports (127.0.0.1 only), written to reports/<timestamp>/bench.json and bench
 Phases, in this order (--only picks some):
   sellout     1,000 units, the demo's crowd, the default gateway failure model: time to sell out
               and until every order is final (the payment worker runs only in this phase).
-  baseline    throughput.js against a bare endpoint (one Redis call, same uvicorn, same processes).
-  purchase    throughput.js against the purchase endpoint; its ratio to the baseline.
+  throughput  throughput.js step by step, each rate first against a bare endpoint (one Redis call,
+              same uvicorn, same processes: the baseline) and then against the purchase endpoint,
+              so both see the same machine; the purchase's ratio to the baseline.
   durability  one purchase step with Valkey's appendfsync always, then everysec.
   drain       the order worker through a backlog of N orders into PostgreSQL.
   sse         clients per process and RSS (sse.capacity), then sse.js under purchases with the
@@ -39,7 +40,7 @@ from flashsale.local.stack import Stack, StackOptions
 
 console = Console()
 
-PHASES = ("sellout", "baseline", "purchase", "durability", "drain", "sse", "payments")
+PHASES = ("sellout", "throughput", "durability", "drain", "sse", "payments")
 # Beyond the planned run time, what a k6 run may take to start and to wind down.
 K6_MARGIN_S = 120.0
 SSE_CAPACITY_TIMEOUT_S = 600.0
@@ -86,8 +87,10 @@ def _stack_options(args: argparse.Namespace, stamp: str) -> StackOptions:
         setattr(options, f"{name}_port", free_port())
     if args.api_workers:
         options.api_workers = args.api_workers
-    # k6 is one address: the per-address limit would measure itself. Per-user limits stay on.
+    # k6 is one address: the per-address limits (API rate, SSE connections) would measure
+    # themselves. Per-user limits stay on.
     options.env["FLASHSALE_API__RATE_LIMIT_ADDR_PER_S"] = "0"
+    options.env["FLASHSALE_SSE__MAX_CLIENTS_PER_ADDR"] = "20000"
     options.env.setdefault("FLASHSALE_LOG_LEVEL", "WARNING")
     return options
 
@@ -129,8 +132,7 @@ def run_bench(args: argparse.Namespace) -> int:
 async def _run_phases(bench: Bench, phases: list[str]) -> None:
     steps: dict[str, Callable[[Bench], Awaitable[dict[str, Any]]]] = {
         "sellout": phase_sellout,
-        "baseline": phase_baseline,
-        "purchase": phase_purchase,
+        "throughput": phase_throughput,
         "durability": phase_durability,
         "drain": phase_drain,
         "sse": phase_sse,
@@ -144,7 +146,7 @@ async def _run_phases(bench: Bench, phases: list[str]) -> None:
             # (the last phase times it), so its charges do not share the CPUs being measured.
             bench.stack.child("worker-payment-1").stop()
         console.rule(f"[bold]{name}")
-        started, load = time.monotonic(), _load()
+        started, load, cpu = time.monotonic(), _load(), benchparts.CpuWatch()
         try:
             result = await steps[name](bench)
         except (k6.K6Error, RuntimeError, OSError, httpx.HTTPError) as e:
@@ -153,6 +155,7 @@ async def _run_phases(bench: Bench, phases: list[str]) -> None:
         result["load_average_before"] = load
         result["load_average_after"] = _load()
         result["seconds"] = round(time.monotonic() - started, 1)
+        result.update(cpu.shares())
         bench.results["phases"][name] = result
         benchreport.print_phase(console, name, result)
 
@@ -190,8 +193,10 @@ def _steps(text: str) -> list[int]:
 
 
 async def _throughput(bench: Bench, name: str, *, steps: list[int], **env: str) -> dict[str, Any]:
+    """One throughput.js run; each step carries the share of the CPUs other work used meanwhile."""
     args = bench.args
     planned = (args.warmup_s + 2) + len(steps) * (args.step_s + 2)  # with graceful stops
+    cpu = benchparts.CpuWatch()
     run = await k6.run(
         k6.script("throughput.js"),
         env=bench.k6_env(
@@ -205,41 +210,59 @@ async def _throughput(bench: Bench, name: str, *, steps: list[int], **env: str) 
         timeout_s=planned + K6_MARGIN_S,
         quiet=True,
     )
+    noise = cpu.shares()["cpu_others"]
+    for step in run.summary["steps"]:
+        step["cpu_others"] = noise
     return run.summary
 
 
-async def phase_baseline(bench: Bench) -> dict[str, Any]:
+async def phase_throughput(bench: Bench) -> dict[str, Any]:
+    """Baseline and purchase, rate by rate, one right after the other: other work on the machine
+    then weighs on both alike, and their ratio stays meaningful when the absolute figures do not."""
     workers = bench.stack.options.api_workers
+    sale_id = f"bench-tp-{bench.results['started_at']}"
+    baseline: list[dict[str, Any]] = []
+    purchase: list[dict[str, Any]] = []
     log = bench.out_dir / "baseline-server.log"
     with benchparts.BaselineServer(redis_url=bench.stack.redis_url, workers=workers, log=log) as b:
-        summary = await _throughput(
-            bench, "baseline", steps=_steps(bench.args.steps), BASE_URL=b.url, CHECK_SALE="false"
-        )
-    return {"workers": workers, "steps": summary["steps"]}
-
-
-async def phase_purchase(bench: Bench) -> dict[str, Any]:
-    sale_id = f"bench-tp-{bench.results['started_at']}"
-    summary = await _throughput(bench, "purchase", steps=_steps(bench.args.steps), SALE_ID=sale_id)
+        for rate in _steps(bench.args.steps):
+            base = await _throughput(
+                bench, f"baseline-{rate}", steps=[rate], BASE_URL=b.url, CHECK_SALE="false"
+            )
+            baseline += base["steps"]
+            api = await _throughput(bench, f"purchase-{rate}", steps=[rate], SALE_ID=sale_id)
+            purchase += api["steps"]
+            benchreport.print_pair(console, baseline[-1], purchase[-1])
     invariants = await benchparts.check_sale(bench.settings, sale_id)
-    return {"workers": bench.stack.options.api_workers, "steps": summary["steps"],
-            "invariants": invariants}  # fmt: skip
+    return {
+        "workers": workers,
+        "baseline": {"steps": baseline},
+        "purchase": {"steps": purchase, "sale_id": sale_id, "invariants": invariants},
+    }
 
 
 async def phase_durability(bench: Bench) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+    """The same steps with appendfsync always and everysec, alternated over two rounds, so a
+    machine that gets busier or quieter meanwhile shows as a difference between rounds rather than
+    between the policies."""
+    runs: list[dict[str, Any]] = []
     try:
-        for mode in ("always", "everysec"):
-            await benchparts.set_appendfsync(bench.stack.redis_url, mode)
-            sale_id = f"bench-aof-{mode}-{bench.results['started_at']}"
-            summary = await _throughput(
-                bench, f"aof-{mode}", steps=_steps(bench.args.durability_rates), SALE_ID=sale_id
-            )
-            invariants = await benchparts.check_sale(bench.settings, sale_id)
-            out[mode] = {"steps": summary["steps"], "invariants": invariants}
+        for round_ in (1, 2):
+            for mode in ("always", "everysec"):
+                await benchparts.set_appendfsync(bench.stack.redis_url, mode)
+                sale_id = f"bench-aof-{mode}-{round_}-{bench.results['started_at']}"
+                summary = await _throughput(
+                    bench,
+                    f"aof-{mode}-{round_}",
+                    steps=_steps(bench.args.durability_rates),
+                    SALE_ID=sale_id,
+                )
+                invariants = await benchparts.check_sale(bench.settings, sale_id)
+                runs.append({"appendfsync": mode, "round": round_, "steps": summary["steps"],
+                             "invariants": invariants})  # fmt: skip
     finally:
         await benchparts.set_appendfsync(bench.stack.redis_url, "always")  # the product's setting
-    return out
+    return {"runs": runs}
 
 
 async def phase_drain(bench: Bench) -> dict[str, Any]:
@@ -336,7 +359,19 @@ def _environment() -> dict[str, Any]:
         version = None
     env["k6"] = version
     env["cpu_model"] = _cpu_model()
+    env["git"] = _git_revision()
     return env
+
+
+def _git_revision() -> str | None:
+    """The code measured: commit, and -dirty when the working tree differs from it."""
+    try:
+        done = subprocess.run(
+            ["git", "describe", "--always", "--dirty"], capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() or None
 
 
 def _cpu_model() -> str | None:

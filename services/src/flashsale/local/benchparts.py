@@ -95,6 +95,73 @@ def wait_http(url: str, *, process: subprocess.Popen[bytes] | None = None) -> No
     raise RuntimeError(f"{url} did not answer within {READY_TIMEOUT_S:.0f} s")
 
 
+# --- whose CPU (Linux /proc; zeros elsewhere) -----------------------------------------------------
+
+
+# Linux accounts CPU time in clock ticks (USER_HZ) in /proc.
+TICK_S = 1.0 / os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 0.01
+
+
+def _busy_s() -> float:
+    """CPU seconds the whole machine spent busy since boot (/proc/stat: user nice system irq
+    softirq; idle and iowait left out)."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return 0.0
+    user, nice, system, _idle, _iowait, irq, softirq = (int(x) for x in fields[:7])
+    return (user + nice + system + irq + softirq) * TICK_S
+
+
+def _proc_stats() -> dict[int, tuple[int, float]]:
+    """pid -> (parent pid, CPU seconds of it and of its waited-for children) for every process."""
+    out: dict[int, tuple[int, float]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue  # it ended meanwhile
+        # The command name (field 2) may hold spaces and parentheses: split after its last ')'.
+        rest = text[text.rindex(")") + 2 :].split()
+        ppid = int(rest[1])
+        utime, stime, cutime, cstime = (int(x) for x in rest[11:15])
+        out[int(stat.parent.name)] = (ppid, (utime + stime + cutime + cstime) * TICK_S)
+    return out
+
+
+def _tree_s() -> float:
+    """CPU seconds of this process and everything under it: live descendants, plus the ones that
+    ended (their time is in their parent's children fields once it has waited for them)."""
+    stats = _proc_stats()
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in stats.items():
+        children.setdefault(ppid, []).append(pid)
+    total, todo = 0.0, [os.getpid()]
+    while todo:
+        pid = todo.pop()
+        total += stats.get(pid, (0, 0.0))[1]
+        todo.extend(children.get(pid, []))
+    return total
+
+
+class CpuWatch:
+    """How much of the machine went to other work than ours during a phase: the figure that says
+    whether a measurement is clean (the load average also counts our own processes)."""
+
+    def __init__(self) -> None:
+        self.wall = time.monotonic()
+        self.busy = _busy_s()
+        self.ours = _tree_s()
+
+    def shares(self) -> dict[str, float]:
+        capacity = (time.monotonic() - self.wall) * (os.cpu_count() or 1)
+        busy, ours = _busy_s() - self.busy, _tree_s() - self.ours
+        return {
+            "cpu_ours": round(min(1.0, ours / capacity), 3) if capacity > 0 else 0.0,
+            "cpu_others": round(max(0.0, busy - ours) / capacity, 3) if capacity > 0 else 0.0,
+        }
+
+
 # --- sales and checks -----------------------------------------------------------------------------
 
 

@@ -55,6 +55,10 @@ def _num(value: Any, digits: int = 1) -> str:
     return f"{value:,}" if isinstance(value, int) else str(value)
 
 
+def _pct(share: Any) -> str:
+    return "-" if share is None else f"{share:.0%}"
+
+
 def _latency(step: dict[str, Any] | None) -> str:
     if step is None:
         return "-"
@@ -74,14 +78,19 @@ def _phase(results: dict[str, Any], name: str) -> dict[str, Any]:
     return phase if "error" not in phase else {}
 
 
+def _steps_of(results: dict[str, Any], target: str) -> list[dict[str, Any]]:
+    """The throughput phase's steps against `target` (baseline or purchase)."""
+    steps: list[dict[str, Any]] = _phase(results, "throughput").get(target, {}).get("steps", [])
+    return steps
+
+
 # --- targets --------------------------------------------------------------------------------------
 
 
 def targets(results: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
     """(target, measured, met) for every target of issue 4 the phases that ran can speak to."""
     out: list[tuple[str, str, bool | None]] = []
-    purchase = _phase(results, "purchase").get("steps", [])
-    baseline = _phase(results, "baseline").get("steps", [])
+    purchase, baseline = _steps_of(results, "purchase"), _steps_of(results, "baseline")
     if purchase:
         best = best_sustained(purchase)
         out.append((f"≥ {TARGET_RATE:,} purchase attempts/s sustained, 0 unexpected errors",
@@ -136,13 +145,18 @@ def all_invariants_hold(results: dict[str, Any]) -> bool:
     return ok
 
 
-def _invariant_checks(phase: dict[str, Any]) -> list[dict[str, Any]]:
+def _invariant_checks(node: Any) -> list[dict[str, Any]]:
+    """Every `invariants` verdict anywhere in a phase's result (nested dicts and lists)."""
     found = []
-    for key, value in phase.items():
-        if key == "invariants" and isinstance(value, dict):
-            found.append(value)
-        elif isinstance(value, dict):
-            found.extend(_invariant_checks(value))
+    if isinstance(node, list):
+        for item in node:
+            found.extend(_invariant_checks(item))
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            if key == "invariants" and isinstance(value, dict):
+                found.append(value)
+            else:
+                found.extend(_invariant_checks(value))
     return found
 
 
@@ -155,7 +169,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"# flashsale bench {results.get('started_at', '')}\n",
         f"Machine: {env.get('cpus')} CPUs ({env.get('cpu_model')}), Python {env.get('python')}, "
         f"{env.get('k6')}; load average (1/5/15 min) {env.get('load_average_1_5_15')} at the "
-        f"start, {env.get('load_average_at_end')} at the end. k6 runs on the same machine.\n",
+        f"start, {env.get('load_average_at_end')} at the end. k6 runs on the same machine. "
+        f"Code: {env.get('git')}.\n",
         "## Targets\n",
         _table(
             ["target", "measured", "met"],
@@ -165,18 +180,21 @@ def markdown(results: dict[str, Any]) -> str:
     parts += _throughput_md(results)
     parts += _durability_md(results)
     parts += _other_md(results)
-    parts.append("## Load average per phase (1/5/15 min, before → after)\n")
-    parts.append(_table(["phase", "before", "after", "seconds"], [
-        (name, str(p.get("load_average_before")), str(p.get("load_average_after")),
-         p.get("seconds"))
+    parts.append(
+        "## Noise: CPU of other processes per phase\n\nShare of both CPUs used by processes "
+        "outside this benchmark (other work on the machine) while the phase ran; our own share "
+        "includes k6. The load average counts our processes too.\n"
+    )
+    parts.append(_table(["phase", "others' CPU", "ours", "load avg before", "seconds"], [
+        (name, _pct(p.get("cpu_others")), _pct(p.get("cpu_ours")),
+         str(p.get("load_average_before")), p.get("seconds"))
         for name, p in results.get("phases", {}).items()
     ]))  # fmt: skip
     return "\n".join(parts)
 
 
 def _throughput_md(results: dict[str, Any]) -> list[str]:
-    purchase = _phase(results, "purchase").get("steps", [])
-    baseline = _phase(results, "baseline").get("steps", [])
+    purchase, baseline = _steps_of(results, "purchase"), _steps_of(results, "baseline")
     if not purchase and not baseline:
         return []
     rows = []
@@ -191,11 +209,16 @@ def _throughput_md(results: dict[str, Any]) -> list[str]:
             rate, _num(base and base["achieved_rate"]), _latency(base),
             _num(api and api["achieved_rate"]), _latency(api),
             _num(api and api["dropped_iterations"]), _statuses(api), ratio,
+            f"{_pct(base and base.get('cpu_others'))} / {_pct(api and api.get('cpu_others'))}",
         ))  # fmt: skip
     return [
         "## Purchase throughput vs the bare baseline\n",
+        "Each rate ran against the baseline, then at once against the purchase endpoint. "
+        "'others' CPU' is the share of both CPUs other work on the machine used during each run: "
+        "figures next to a high share are not clean.\n",
         _table(["target/s", "baseline req/s", "baseline p50/p95/p99 ms", "purchase req/s",
-                "purchase p50/p95/p99 ms", "dropped", "answers", "purchase/baseline"], rows),
+                "purchase p50/p95/p99 ms", "dropped", "answers", "purchase/baseline",
+                "others' CPU (baseline / purchase)"], rows),
     ]  # fmt: skip
 
 
@@ -206,15 +229,18 @@ def _statuses(step: dict[str, Any] | None) -> str:
 
 
 def _durability_md(results: dict[str, Any]) -> list[str]:
-    phase = _phase(results, "durability")
-    if not phase:
+    runs = _phase(results, "durability").get("runs", [])
+    if not runs:
         return []
-    rows = []
-    for mode in ("always", "everysec"):
-        for step in phase.get(mode, {}).get("steps", []):
-            rows.append((mode, step["target_rate"], step["achieved_rate"], _latency(step)))
-    return ["## Durability: Valkey appendfsync always vs everysec\n",
-            _table(["appendfsync", "target/s", "achieved/s", "p50/p95/p99 ms"], rows)]  # fmt: skip
+    rows = [
+        (run["appendfsync"], run["round"], step["target_rate"], step["achieved_rate"],
+         _latency(step), _pct(step.get("cpu_others")))
+        for run in runs
+        for step in run["steps"]
+    ]  # fmt: skip
+    header = ["appendfsync", "round", "target/s", "achieved/s", "p50/p95/p99 ms", "others' CPU"]
+    return ["## Durability: Valkey appendfsync always vs everysec (alternated)\n",
+            _table(header, rows)]  # fmt: skip
 
 
 def _other_md(results: dict[str, Any]) -> list[str]:
@@ -281,6 +307,16 @@ def print_phase(console: Console, name: str, result: dict[str, Any]) -> None:
             f"p50/p95/p99 {_latency(step)} ms  dropped {step['dropped_iterations']}"
         )
     console.print(f"  {name} done in {result.get('seconds')} s")
+
+
+def print_pair(console: Console, base: dict[str, Any], api: dict[str, Any]) -> None:
+    """One rate as it finishes: the baseline's figures, then the purchase endpoint's."""
+    for label, step in (("baseline", base), ("purchase", api)):
+        console.print(
+            f"  {step['target_rate']:>6}/s {label:<8} -> {step['achieved_rate']:>8}/s  "
+            f"p50/p95/p99 {_latency(step)} ms  dropped {step['dropped_iterations']}  "
+            f"others' CPU {_pct(step.get('cpu_others'))}"
+        )
 
 
 def print_tables(console: Console, results: dict[str, Any]) -> None:
