@@ -41,6 +41,7 @@ class QueueClient(Client):
     __slots__ = (
         "_now",
         "admitted_frame",
+        "admitted_sent",
         "hub",
         "position_sent_at",
         "rank",
@@ -59,6 +60,7 @@ class QueueClient(Client):
         self.seq = seq
         self.rank = rank  # None: a random pre-queue not drawn yet
         self.admitted_frame: bytes | None = None
+        self.admitted_sent = False
         self.sent_position: int | None = -1  # nothing sent yet: the first position always goes
         self.position_sent_at = float("-inf")
         self._now = 0.0  # the writer's loop time, for the position gap
@@ -95,8 +97,9 @@ class QueueClient(Client):
             parts.append(SOLD_OUT_FRAME)
             metrics.EVENTS["sold_out"].inc()
         if self.admitted_frame is not None:
-            if flags & ADMITTED:
+            if flags & ADMITTED and not self.admitted_sent:
                 parts.append(self.admitted_frame)
+                self.admitted_sent = True
                 metrics.EVENTS["admitted"].inc()
         elif flags & POSITION and self._now - self.position_sent_at >= POSITION_GAP_S:
             position, wait = self.hub.position_of(self.rank)

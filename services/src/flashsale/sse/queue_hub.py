@@ -38,6 +38,10 @@ TICK_S = 1.0  # positions: at most one event a second per client (the contract's
 # this soon rather than wait for the next tick.
 RECHECK_S = 0.05
 MIN_TIMER_S = 0.001  # a timer that fires a hair early must not spin
+# Our Redis clock is measured at each read (Redis TIME minus our wall clock), then runs on our wall
+# clock, which may drift a few ms from Redis's host until the next read: confirming admissions this
+# much later than our clock says keeps Redis's "not yet" (and a recheck) rare.
+ADMIT_MARGIN_MS = 5
 # Admissions confirmed at once: each is one short script; 32 in flight keep up with thousands/s.
 CONFIRM_CONCURRENCY = 32
 # Clients ranked per loop turn at a random draw: a permutation is ~8 SHA-1 rounds (~10 us), so 500
@@ -268,13 +272,13 @@ class QueueHub:
             return
         due = self.state.schedule.admission_ms(self._heap[0][0])
         if due is not None:
-            delay = max(MIN_TIMER_S, (due - self.now_ms()) / 1000)
+            delay = max(MIN_TIMER_S, (due + ADMIT_MARGIN_MS - self.now_ms()) / 1000)
             self._admit = self._clock.call_later(delay, self._on_admit)
 
     def _on_admit(self) -> None:
         self._admit = None
         assert self.state is not None
-        admitted = self.state.schedule.admitted(self.now_ms())
+        admitted = self.state.schedule.admitted(self.now_ms() - ADMIT_MARGIN_MS)
         while self._heap and self._heap[0][0] < admitted:
             client = heapq.heappop(self._heap)[2]
             if not client.finished:

@@ -114,6 +114,12 @@ def _message(reply: Any) -> Message | None:
     """A raw RESP reply as a Message (subscribe confirmations and the like are None)."""
     if not reply:
         return None
+    if isinstance(reply, str | bytes):
+        # PING's answer: "PONG" as a plain string from Valkey 9 / redis-py 8 even while subscribed
+        # (["pong", ""] elsewhere). Unrecognised, every 5 s of silence looked like a dead
+        # connection: a reconnect, and a re-read of every watched sale and waiting room.
+        text = reply.decode() if isinstance(reply, bytes) else reply
+        return Message(PONG, "", "") if text.lower() == "pong" else None
     kind = str(reply[0])
     if kind == "pmessage":
         return Message(SALE, str(reply[2]), str(reply[3]))
