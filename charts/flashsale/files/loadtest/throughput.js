@@ -39,6 +39,10 @@ const CREATE_SALE = envBool('CREATE_SALE', true);
 // A step's in-flight requests finish within this before the next step starts (k6 gracefulStop).
 const GRACE_S = 2;
 
+// Answers counted per step: the contract's statuses, 'none' (no answer: connection error or timeout,
+// also in failed_rate) and 'other' (an answer outside the contract).
+const ANSWER_KINDS = [...CONTRACT_STATUSES, 'none', 'other'];
+
 if (STEPS.some((rate) => Number.isNaN(rate) || rate < 1)) {
   throw new Error(`STEPS must be positive integers: ${env('STEPS', '')}`);
 }
@@ -82,7 +86,7 @@ function buildThresholds() {
     thresholds[`dropped_iterations{scenario:step_${rate}}`] = ['count>=0'];
     thresholds[`purchase_answers{step:${rate}}`] = ['count>=0'];
     thresholds[`http_req_failed{step:${rate}}`] = ['rate>=0'];
-    for (const status of [...CONTRACT_STATUSES, 'other']) {
+    for (const status of ANSWER_KINDS) {
       thresholds[`purchase_answers{step:${rate},status:${status}}`] = ['count>=0'];
     }
   }
@@ -135,14 +139,16 @@ export default function (data) {
     responseCallback: http.expectedStatuses(...CONTRACT_STATUSES),
   });
   const known = CONTRACT_STATUSES.includes(res.status);
-  check(res, { 'purchase answer is a contract status (202, 409, 429, 503)': () => known });
-  answers.add(1, { status: known ? String(res.status) : 'other' });
+  if (res.status !== 0) {
+    check(res, { 'purchase answer is a contract status (202, 409, 429, 503)': () => known });
+  }
+  answers.add(1, { status: known ? String(res.status) : res.status === 0 ? 'none' : 'other' });
 }
 
 function stepSummary(data, rate) {
   const requests = metricValue(data, `http_reqs{step:${rate}}`, 'count') || 0;
   const statuses = {};
-  for (const status of [...CONTRACT_STATUSES, 'other']) {
+  for (const status of ANSWER_KINDS) {
     statuses[status] = metricValue(data, `purchase_answers{step:${rate},status:${status}}`, 'count') || 0;
   }
   return {

@@ -95,7 +95,9 @@ class CrowdPlan:
             "RAMP": f"{self.ramp_s:g}s",
             "HOLD": f"{self.hold_s:g}s",
             "DECAY": f"{self.decay_s:g}s",
-            "PRE_VUS": str(self.max_vus // 2),
+            # All built before setup(): k6 builds VUs it lacks mid-run only slowly on a busy
+            # machine, and every arrival without a free VU is dropped (a buyer who never came).
+            "PRE_VUS": str(self.max_vus),
             "MAX_VUS": str(self.max_vus),
             "SOLD_OUT_RETRIES": str(self.sold_out_retries),
             "SOLD_OUT_WAIT_S": f"{self.sold_out_wait_s:g}",

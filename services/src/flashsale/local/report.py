@@ -223,6 +223,7 @@ def print_summary(console: Console, summary: dict[str, Any]) -> None:
         ),
         ("rate limited (429) / overloaded (503)", _counts(outcomes, "rate_limited", "overloaded")),
         ("network errors (replayed)", _fmt(outcomes.get("network_error"))),
+        ("arrivals k6 dropped (no free VU)", _fmt(crowd.get("dropped_iterations"))),
         ("unexpected answers", _fmt(outcomes.get("unexpected"))),
         ("ack p50 / p95 / p99 ms", " / ".join(_fmt(ack.get(k)) for k in ("p50", "p95", "p99"))),
         ("all units reserved after", _fmt(times["stock_reserved_s"], " s")),
