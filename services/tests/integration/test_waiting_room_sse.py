@@ -231,3 +231,15 @@ async def _script_calls(redis: aioredis.Redis) -> int:
     return sum(
         int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in ("evalsha", "eval")
     )
+
+
+async def test_the_sale_stream_shows_the_waiting_room(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], sse_http: httpx.AsyncClient
+) -> None:
+    sale_id = await create_room_sale(client, admin_headers, mode="random", rate=9, session_s=30)
+    async with sse_http.stream("GET", f"/v1/sales/{sale_id}/events") as response:
+        first = await EventStream(response).next()
+    assert first.name == "sale"
+    assert first.data["waiting_room"] == {
+        "enabled": True, "mode": "random", "admit_per_second": 9, "session_seconds": 30,
+    }  # fmt: skip
