@@ -439,6 +439,16 @@ class RedisStock:
 
     # --- settlement (workers) ---------------------------------------------------------------------
 
+    @guarded("scan order states")
+    async def orders_in_state(self, sale_id: str, status: OrderStatus) -> list[str]:
+        """The orders whose last status applied to Redis (settle.lua's order-states hash) is
+        `status`. A full scan of the hash: for repairs, not for every pass."""
+        found = []
+        async for order_id, state in self.client.hscan_iter(keys.order_states(sale_id), count=1000):
+            if state == status.value:
+                found.append(str(order_id))
+        return found
+
     @guarded("settle")
     async def settle(
         self,

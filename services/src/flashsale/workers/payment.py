@@ -78,6 +78,9 @@ RECONCILE_BATCH = 100
 # A given-up order is asked about again at most this often: a late charge lands within seconds of
 # its request, and asking every pass would cost up to 200 gateway calls a second.
 REFUND_RECHECK_S = 30.0
+# How often the leader looks for settlements Redis missed: a repair, not part of every pass (each
+# look costs a count of the sale's orders in PostgreSQL while some are in reconciliation).
+CATCH_UP_EVERY_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -293,6 +296,36 @@ async def refund_sweep(pctx: PaymentContext) -> int:
     return refunded
 
 
+async def catch_up_redis(ctx: WorkerContext) -> int:
+    """PostgreSQL settles first, Redis second. A reconciler that died, or a Redis that was down,
+    between the two left Redis counting an order as in reconciliation (a failed order's units held
+    for good) after PostgreSQL confirmed or failed it, and nothing delivers that settlement again.
+    Per live sale where Redis counts more units in reconciliation than PostgreSQL, re-apply
+    PostgreSQL's status of each order Redis still holds there (settle.lua applies a transition
+    once). Returns how many were re-applied."""
+    caught = 0
+    for sale_id in await ctx.stock.live_sale_ids():
+        try:
+            in_redis = (await ctx.stock.counters(sale_id)).needs_reconciliation
+        except errors.SaleNotFound:
+            continue
+        if in_redis == 0:
+            continue
+        in_pg = (await ctx.pg.units_by_status(sale_id))[OrderStatus.NEEDS_RECONCILIATION]
+        if in_redis <= in_pg:
+            continue  # in step, or a first-pass move to needs_reconciliation on its way to Redis
+        for order_id in await ctx.stock.orders_in_state(sale_id, OrderStatus.NEEDS_RECONCILIATION):
+            order = await ctx.pg.get_order(order_id)
+            if order is not None and order.status is not OrderStatus.NEEDS_RECONCILIATION:
+                logger.warning(
+                    "order %s is %s in PostgreSQL but not in Redis; applying it", order_id,
+                    order.status.value, extra={"order_id": order_id},
+                )  # fmt: skip
+                await settle(ctx, order, status=order.status)
+                caught += 1
+    return caught
+
+
 async def purge_deleted_sales(ctx: WorkerContext) -> None:
     """Free the Redis keys of deleted sales whose last order has settled."""
     for sale_id in await ctx.stock.live_sale_ids():
@@ -330,12 +363,17 @@ async def reconcile_once(pctx: PaymentContext) -> None:
 async def reconciler(pctx: PaymentContext) -> None:
     ctx = pctx.base
     interval = ctx.settings.worker.reconcile_interval_s
+    loop = asyncio.get_running_loop()
+    next_catch_up = 0.0
     while not ctx.stop.is_set():
         try:
             leader = await _hold_lease(ctx)
             RECONCILER_LEADER.set(1 if leader else 0)
             if leader:
                 await reconcile_once(pctx)
+                if loop.time() >= next_catch_up:
+                    next_catch_up = loop.time() + CATCH_UP_EVERY_S
+                    await catch_up_redis(ctx)
         except errors.StoreUnavailable as e:
             logger.warning("reconciler pass skipped: %s", e.detail)
         with contextlib.suppress(TimeoutError):
