@@ -40,6 +40,9 @@ STACK_FILE = "stack.json"
 READY_TIMEOUT_S = 60.0
 # A crashing worker is restarted after 0.5 s, then 1, 2, 4 ... at most 10 s apart.
 RESTART_BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 10.0)
+# A child that ran this long before it died is not crash-looping: its next restart is quick again
+# (as Kubernetes resets CrashLoopBackOff after a good run).
+STEADY_RUN_S = 60.0
 
 
 # The mock gateway without latency or failures (`--gateway-fast`).
@@ -77,10 +80,12 @@ class Child:
     restarts: int = 0
     next_start: float = 0.0
     reaped: bool = False
+    started_at: float = 0.0
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.reaped = False
+        self.started_at = time.monotonic()
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 self.args,
@@ -326,6 +331,8 @@ class Stack:
                 continue
             if child.next_start == 0.0:
                 child.reap()
+                if now - child.started_at >= STEADY_RUN_S:
+                    child.restarts = 0
                 delay = RESTART_BACKOFF_S[min(child.restarts, len(RESTART_BACKOFF_S) - 1)]
                 child.next_start = now + delay
                 code = child.process.returncode if child.process else None
