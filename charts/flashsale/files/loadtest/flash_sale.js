@@ -11,8 +11,9 @@
 //  - 409 sold_out: a failed payment can return a unit, so the buyer looks once more after SOLD_OUT_WAIT_S (with
 //    jitter; SOLD_OUT_RETRIES times, default 1), with a new key. Units returned while arrivals go on are bought
 //    by later arrivals anyway; this is what sells the ones returned near the end.
-//  - 429 / 503: wait Retry-After (capped at RETRY_CAP_S, jittered), then a new attempt with a new key; at most
-//    MAX_RETRIES times. 409 request_in_progress: wait Retry-After, same key (the first attempt is still running).
+//  - 429 / 503 overloaded: wait Retry-After (capped at RETRY_CAP_S, jittered), then a new attempt with a new key
+//    (nothing was reserved); at most MAX_RETRIES times. Any other 503 (a store did not answer in time: whether
+//    the unit was reserved is unknown) and 409 request_in_progress: wait, then the SAME key.
 //  - no answer (connection error, timeout): the SAME key again after a short backoff, at most NET_RETRIES times.
 //    Whether the first try reserved or not, the replay gets the first answer (Idempotent-Replayed).
 // Tokens are HS256 JWTs minted here from JWT_SECRET (claims sub and exp). Checks: only the contract's answers
@@ -109,6 +110,7 @@ const outcomes = {
   other_409: new Counter('purchase_other_409'),
   rate_limited: new Counter('purchase_rate_limited'),
   overloaded: new Counter('purchase_overloaded'),
+  unavailable: new Counter('purchase_unavailable'),
   network_error: new Counter('purchase_network_error'),
   unexpected: new Counter('purchase_unexpected'),
 };
@@ -140,7 +142,9 @@ function record(res, testStart) {
   if (res.status === 429) {
     outcomes.rate_limited.add(1);
   } else if (res.status === 503) {
-    outcomes.overloaded.add(1);
+    const code = problemCode(res);
+    (code === 'overloaded' ? outcomes.overloaded : outcomes.unavailable).add(1);
+    return code;
   } else if (res.status === 0) {
     outcomes.network_error.add(1);
   } else {
@@ -202,6 +206,10 @@ function nextStep(res, code, state, opensAt) {
   if (res.status === 0) {
     state.net += 1;
     return state.net > NET_RETRIES ? ['gave_up'] : ['same', 0.2 * state.net * (1 + Math.random())];
+  }
+  if (res.status === 503 && code !== 'overloaded') {
+    state.busy += 1;
+    return state.busy > MAX_RETRIES ? ['gave_up'] : ['same', retryDelay(res, RETRY_CAP_S)];
   }
   if (res.status === 429 || res.status === 503) {
     state.busy += 1;
@@ -301,7 +309,8 @@ export function handleSummary(data) {
   return summaryOutputs(summary, [
     `flash_sale.js against ${BASE_URL}, sale ${SALE_ID}: ${summary.buyers} buyers, ${summary.requests} requests, ` +
       `${counts.reserved} reserved, ${counts.sold_out} sold out, ${counts.rate_limited} rate limited, ` +
-      `${counts.overloaded} overloaded, ${counts.network_error} network errors, ${counts.unexpected} unexpected`,
+      `${counts.overloaded} overloaded, ${counts.unavailable} unavailable (503), ${counts.network_error} network ` +
+      `errors, ${counts.unexpected} unexpected`,
     `reserved ack p50/p95/p99 ms: ${ack.p50}/${ack.p95}/${ack.p99}; thresholds ${summary.passed ? 'passed' : 'FAILED'}`,
   ]);
 }

@@ -222,6 +222,7 @@ def print_summary(console: Console, summary: dict[str, Any]) -> None:
             _counts(outcomes, "sold_out", "purchase_limit_reached", "sale_not_open"),
         ),
         ("rate limited (429) / overloaded (503)", _counts(outcomes, "rate_limited", "overloaded")),
+        ("store unavailable (503, replayed)", _fmt(outcomes.get("unavailable"))),
         ("network errors (replayed)", _fmt(outcomes.get("network_error"))),
         ("arrivals k6 dropped (no free VU)", _fmt(crowd.get("dropped_iterations"))),
         ("unexpected answers", _fmt(outcomes.get("unexpected"))),
