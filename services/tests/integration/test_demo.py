@@ -73,3 +73,22 @@ async def test_a_tiny_sale_end_to_end(stack: Stack, tmp_path: Path) -> None:
     for name in ("latency.png", "throughput.png", "stock.png", "orders.png"):
         assert (out / name).read_bytes().startswith(PNG_MAGIC), name
     assert "data:image/png;base64," in (out / "index.html").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_flashsale_demo_command(tmp_path: Path) -> None:
+    """The command itself, as `make demo` runs it: its own embedded stores and stack on free ports,
+    a tiny crowd, exit 0, the report written."""
+    from flashsale import cli
+
+    reports = tmp_path / "reports"
+    code = cli.main([
+        "--data-dir", str(tmp_path / "data"), "demo", "--free-ports", "--gateway-fast",
+        "--users", "200", "--stock", "20", "--ramp", "1", "--hold", "1", "--decay", "1",
+        "--api-workers", "1", "--no-linger", "--reports", str(reports),
+    ])  # fmt: skip
+    assert code == 0
+    (report_dir,) = reports.iterdir()
+    assert (report_dir / "index.html").is_file()
+    assert (report_dir / "summary.json").is_file()

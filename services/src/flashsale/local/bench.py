@@ -36,7 +36,7 @@ from rich.console import Console
 from flashsale.config import Settings
 from flashsale.local import benchparts, benchreport, demo, k6, report
 from flashsale.local.embedded import PortInUse, free_port
-from flashsale.local.stack import Stack, StackOptions
+from flashsale.local.stack import FAST_GATEWAY_ENV, Stack, StackOptions
 
 console = Console()
 
@@ -77,6 +77,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sse-hold-s", type=float, default=20.0, help="sse.js stream length")
     parser.add_argument("--payments-window-s", type=float, default=20.0, help="settle-rate window")
     parser.add_argument("--api-workers", type=int, default=None, help="default: CPU count")
+    parser.add_argument("--sellout-users", type=int, default=None, help="default: 2,500 per CPU")
+    parser.add_argument("--sellout-stock", type=int, default=1000, help="units of the sell-out")
+    parser.add_argument("--gateway-fast", action="store_true", help="no gateway failures/latency")
     parser.add_argument("--reports", default="reports", help="where reports are written")
     parser.add_argument("--keep-data", action="store_true", help="keep the stack's data dir")
 
@@ -92,6 +95,8 @@ def _stack_options(args: argparse.Namespace, stamp: str) -> StackOptions:
     options.env["FLASHSALE_API__RATE_LIMIT_ADDR_PER_S"] = "0"
     options.env["FLASHSALE_SSE__MAX_CLIENTS_PER_ADDR"] = "20000"
     options.env.setdefault("FLASHSALE_LOG_LEVEL", "WARNING")
+    if args.gateway_fast:
+        options.env.update(FAST_GATEWAY_ENV)
     return options
 
 
@@ -164,14 +169,16 @@ async def _run_phases(bench: Bench, phases: list[str]) -> None:
 
 
 async def phase_sellout(bench: Bench) -> dict[str, Any]:
-    plan = demo.CrowdPlan(users=demo.USERS_PER_CPU * (os.cpu_count() or 1), stock=1000)
+    args = bench.args
+    users = args.sellout_users or demo.USERS_PER_CPU * (os.cpu_count() or 1)
+    plan = demo.CrowdPlan(users=users, stock=args.sellout_stock)
     out = bench.out_dir / "sellout"
     run = await demo.run_sale(
         bench.settings,
         plan,
         out_dir=out,
         sale_id=f"bench-sellout-{bench.results['started_at']}",
-        gateway="default gateway failure model",
+        gateway="fast gateway" if args.gateway_fast else "default gateway failure model",
         quiet_k6=True,
     )
     summary = report.write(run, out)
@@ -179,6 +186,7 @@ async def phase_sellout(bench: Bench) -> dict[str, Any]:
         "sale_id": run.sale_id,
         "users": plan.users,
         "stock": plan.stock,
+        "gateway": run.gateway,
         "timeline_s": summary["timeline_s"],
         "ack_ms": summary["ack_ms"],
         "crowd": summary["crowd"],

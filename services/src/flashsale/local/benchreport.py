@@ -260,7 +260,8 @@ def _drain_rows(results: dict[str, Any]) -> list[tuple[str, str]]:
     sellout = _phase(results, "sellout")
     if sellout:
         t = sellout.get("timeline_s", {})
-        rows.append(("sell-out (1,000 units, default gateway)",
+        rows.append((f"sell-out ({_num(sellout.get('stock'))} units, "
+                     f"{_num(sellout.get('users'))} buyers, {sellout.get('gateway')})",
                      f"all reserved {_num(t.get('stock_reserved_s'), 2)} s after opening; "
                      f"all final {_num(t.get('settled_after_last_unit_s'), 2)} s after the "
                      "last unit"))  # fmt: skip
