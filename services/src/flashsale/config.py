@@ -89,6 +89,9 @@ class ApiSettings(BaseModel):
     overloaded_retry_after_s: int = Field(
         default=2, ge=1, description="Retry-After on 503 overloaded"
     )
+    # 256: at ~2,500 answers/s per process that is ~100 ms of queue, the most a buyer should wait
+    # for an answer; beyond it, a fast 503 is kinder than a slow 202 (fastlane.py).
+    max_in_flight: int = Field(default=256, ge=1, description="purchases in flight per process")
     forwarded_allow_ips: str = Field(
         default="127.0.0.1", description="proxies whose X-Forwarded-For is trusted"
     )

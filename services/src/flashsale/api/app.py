@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from flashsale import __version__
 from flashsale.adapters import beacon, pg
@@ -26,7 +27,9 @@ from flashsale.config import Settings
 logger = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings) -> ASGIApp:
+    """The API as uvicorn serves it: the crowd's lane (fastlane.py) around the FastAPI app."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis = connect(settings.redis)
@@ -58,12 +61,15 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(module.router)
     app.include_router(waiting_room.router)
     app.add_middleware(BodyLimit, max_bytes=settings.api.max_body_bytes)
-    # Added last, so it runs first: the purchase never enters the layers below it.
-    app.add_middleware(PurchaseLane, max_body_bytes=settings.api.max_body_bytes)
-    return app
+    return PurchaseLane(
+        app,
+        max_body_bytes=settings.api.max_body_bytes,
+        max_in_flight=settings.api.max_in_flight,
+        retry_after_s=settings.api.overloaded_retry_after_s,
+    )
 
 
-def create_app_from_env() -> FastAPI:
+def create_app_from_env() -> ASGIApp:
     """Factory for uvicorn's worker processes: each builds its own settings and adapters."""
     from flashsale.logs import setup
 

@@ -22,6 +22,16 @@ REQUESTS = Counter(
 )
 
 
+SHED = Counter(
+    "flashsale_requests_shed_total",
+    "Purchases and joins answered 503 overloaded at once because too many were in flight.",
+)
+
+
+def count_shed() -> None:
+    SHED.inc()
+
+
 # Pre-bound children: .labels() takes a lock and a dict lookup on every call of the hot path.
 _OUTCOMES: dict[str, Counter] = {}
 
