@@ -210,6 +210,24 @@ class PipelinedRedis:
         reply = await self._send(args)
         return await self._checked(reply)
 
+    async def call_many(self, commands: list[tuple[Arg, ...]]) -> list[Any]:
+        """Several commands in one write, replies in order; the first error reply raises (the
+        commands before and after it still ran: use this only for idempotent batches)."""
+        if self._protocol is None:
+            await self._connect()
+        protocol = self._protocol
+        if protocol is None or protocol.transport is None or protocol.transport.is_closing():
+            raise errors.StoreUnavailable("redis: not connected")
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        futures: list[asyncio.Future[Any]] = []
+        for _ in commands:
+            future: asyncio.Future[Any] = loop.create_future()
+            self.waiters.append((future, now))
+            futures.append(future)
+        protocol.transport.write(b"".join(encode(command) for command in commands))
+        return [await self._checked(reply) for reply in await asyncio.gather(*futures)]
+
     def register_script(self, source: str) -> str:
         sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()  # Redis's own naming
         self._scripts[sha] = source.encode()

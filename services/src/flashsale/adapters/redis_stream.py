@@ -14,6 +14,7 @@ from typing import cast
 
 from redis.exceptions import ResponseError
 
+from flashsale.adapters.redis_pipe import PipelinedRedis
 from flashsale.adapters.redis_stock import Redis, guarded
 from flashsale.domain.orders import PlacedOrder
 from flashsale.domain.sales import from_ms, to_ms
@@ -58,6 +59,10 @@ def decode(fields: dict[str, str]) -> PlacedOrder | None:
         return None
 
 
+def _flat(fields: dict[str, str | int]) -> list[str | int]:
+    return [item for pair in fields.items() for item in pair]
+
+
 def _entries(raw: Sequence[tuple[str, dict[str, str] | None]]) -> list[Entry]:
     out = []
     for entry_id, fields in raw:
@@ -77,11 +82,22 @@ class GroupInfo:
 class Stream:
     """One stream and its consumer group, seen by one named consumer."""
 
-    def __init__(self, client: Redis, *, stream: str, group: str, consumer: str) -> None:
+    def __init__(
+        self,
+        client: Redis,
+        *,
+        stream: str,
+        group: str,
+        consumer: str,
+        hot: PipelinedRedis | None = None,
+    ) -> None:
         self.client = client
         self.stream = stream
         self.group = group
         self.consumer = consumer
+        # Batches of XADD go through the pipelined connection when there is one: redis-py's
+        # pipeline spends ~25 µs of Python per command packing it (half the order worker's CPU).
+        self.hot = hot
 
     @guarded("create group")
     async def ensure_group(self) -> None:
@@ -118,6 +134,11 @@ class Stream:
     @guarded("add to stream")
     async def add_many(self, orders: Sequence[PlacedOrder]) -> None:
         if not orders:
+            return
+        if self.hot is not None:
+            await self.hot.call_many(
+                [("XADD", self.stream, "*", *_flat(encode(order))) for order in orders]
+            )
             return
         async with self.client.pipeline(transaction=False) as pipe:
             for order in orders:

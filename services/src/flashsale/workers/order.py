@@ -149,7 +149,11 @@ async def _dead_letter(ctx: WorkerContext, entry: Entry, *, reason: str) -> None
 
 async def run(ctx: WorkerContext) -> None:
     payments = Stream(
-        ctx.redis, stream=keys.PAYMENT_STREAM, group=keys.PAYMENT_GROUP, consumer=ctx.consumer
+        ctx.redis,
+        stream=keys.PAYMENT_STREAM,
+        group=keys.PAYMENT_GROUP,
+        consumer=ctx.consumer,
+        hot=ctx.hot,
     )
     consumer = Consumer(
         ctx,

@@ -25,6 +25,7 @@ from starlette.routing import Route
 
 from flashsale import errors
 from flashsale.adapters import beacon, pg
+from flashsale.adapters.redis_pipe import PipelinedRedis
 from flashsale.adapters.redis_stock import Redis, RedisStock, connect
 from flashsale.adapters.redis_stream import Entry, Stream
 from flashsale.config import Settings
@@ -73,6 +74,7 @@ def consumer_name(settings: Settings) -> str:
 class WorkerContext:
     settings: Settings
     redis: Redis
+    hot: PipelinedRedis  # batches of stream writes (redis_stream.Stream.add_many)
     stock: RedisStock
     pg: pg.PgStore
     consumer: str
@@ -85,6 +87,7 @@ async def startup(settings: Settings, *, stop: asyncio.Event | None = None) -> W
     return WorkerContext(
         settings=settings,
         redis=redis,
+        hot=PipelinedRedis(settings.redis.url, timeout_s=settings.redis.socket_timeout_s),
         stock=RedisStock(redis, api=settings.api),
         pg=pg.PgStore(pool),
         consumer=consumer_name(settings),
@@ -94,6 +97,7 @@ async def startup(settings: Settings, *, stop: asyncio.Event | None = None) -> W
 
 async def shutdown(ctx: WorkerContext) -> None:
     await ctx.pg.pool.close()
+    await ctx.hot.aclose()
     await ctx.redis.aclose()
 
 
@@ -173,7 +177,9 @@ class Consumer:
         batch_size: Callable[[], int],
     ) -> None:
         self.ctx = ctx
-        self.stream = Stream(ctx.redis, stream=stream, group=group, consumer=ctx.consumer)
+        self.stream = Stream(
+            ctx.redis, stream=stream, group=group, consumer=ctx.consumer, hot=ctx.hot
+        )
         self.handle = handle
         self.batch_size = batch_size
 
