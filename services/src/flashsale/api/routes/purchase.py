@@ -115,18 +115,28 @@ async def place_order(
             "status": "pending",
         }
     )
-    reservation = await services.stock.reserve(
-        sale_id=sale_id,
-        user_id=principal.user_id,
-        qty=qty,
-        idempotency_key=key,
-        fingerprint=fingerprint(sale_id=sale_id, quantity=qty),
-        order_id=order_id,
-        body=body,
-        client_addr=client_addr,
-        admitted=admission_pass is not None
-        and services.passes.pass_valid(admission_pass, user_id=principal.user_id, sale_id=sale_id),
+    admitted = admission_pass is not None and services.passes.pass_valid(
+        admission_pass, user_id=principal.user_id, sale_id=sale_id
     )
+    try:
+        reservation = await services.stock.reserve(
+            sale_id=sale_id,
+            user_id=principal.user_id,
+            qty=qty,
+            idempotency_key=key,
+            fingerprint=fingerprint(sale_id=sale_id, quantity=qty),
+            order_id=order_id,
+            body=body,
+            client_addr=client_addr,
+            admitted=admitted,
+        )
+    except errors.StoreUnavailable as e:
+        # Unlike 503 overloaded, this one cannot promise nothing was reserved: the script may have
+        # run before Redis went quiet. The Idempotency-Key makes the retry safe and exact.
+        raise errors.StoreUnavailable(
+            "Redis did not answer, so whether a unit was reserved is unknown: retry with the same "
+            "Idempotency-Key (a reserved unit is answered 202 then)"
+        ) from e
     if reservation.replayed:
         order_id = orjson.loads(reservation.body)["order_id"]
         return Accepted(
