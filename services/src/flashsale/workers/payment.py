@@ -347,6 +347,22 @@ async def _hold_lease(ctx: WorkerContext) -> bool:
     return False
 
 
+# Deletes the lease only if this consumer still holds it (it may have expired and moved on).
+_RELEASE_LEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+@guarded("reconciler lease")
+async def _release_lease(ctx: WorkerContext) -> None:
+    """At a clean stop: the next payment worker takes over reconciling at once, instead of
+    waiting out the lease (10 s of orders in reconciliation nobody looks at, every deploy)."""
+    await ctx.redis.eval(_RELEASE_LEASE, 1, keys.RECONCILER_LOCK, ctx.consumer)
+
+
 async def reconcile_once(pctx: PaymentContext) -> None:
     ctx = pctx.base
     stuck = await ctx.pg.orders_in_status(OrderStatus.NEEDS_RECONCILIATION, limit=RECONCILE_BATCH)
@@ -378,6 +394,8 @@ async def reconciler(pctx: PaymentContext) -> None:
             logger.warning("reconciler pass skipped: %s", e.detail)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(ctx.stop.wait(), interval)
+    with contextlib.suppress(errors.StoreUnavailable):
+        await _release_lease(ctx)
 
 
 # --- process --------------------------------------------------------------------------------------
