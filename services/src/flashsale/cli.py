@@ -310,6 +310,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return run_bench(args)
 
 
+def cmd_chaos(args: argparse.Namespace) -> int:
+    from flashsale.local.chaos import run_chaos, selected
+
+    try:
+        selected(args.only)
+    except ValueError as e:
+        raise CliError(str(e), code=EXIT_USAGE) from e
+    try:
+        return run_chaos(args)
+    except PortInUse as e:
+        raise CliError(str(e)) from e
+
+
 def cmd_env_doc(args: argparse.Namespace) -> int:
     from flashsale.local.envdoc import markdown_table, with_table
 
@@ -401,6 +414,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench_arguments(bench)
     bench.set_defaults(func=cmd_bench)
+
+    chaos = sub.add_parser(
+        "chaos", help="fault injection on a local stack; writes reports/<time>/chaos.*"
+    )
+    from flashsale.local.chaos import add_arguments as chaos_arguments
+
+    chaos_arguments(chaos)
+    chaos.set_defaults(func=cmd_chaos)
 
     env_doc = sub.add_parser("env-doc", help="the FLASHSALE_* settings as a Markdown table")
     env_doc.add_argument("--write", metavar="FILE", help="replace the table between the markers")
