@@ -18,7 +18,10 @@ from typing import Any, ParamSpec, TypeVar, cast
 
 import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from flashsale import errors
@@ -46,7 +49,13 @@ def connect(settings: RedisSettings) -> Redis:
 
     The pool blocks (up to the socket timeout) when all its connections are busy, instead of
     failing with "Too many connections": a burst waits a few microseconds for a connection rather
-    than turning into 503s."""
+    than turning into 503s.
+
+    A command that fails on a broken connection is sent once more on a fresh one: after a Redis
+    restart every pooled connection is dead, and without the retry each of them answered one
+    request with 503 whenever a burst first reached it, minutes later. Safe to repeat: the scripts
+    are idempotent (settle, upsert, window, delete) or keyed (reserve replays its answer), and a
+    rate-limit token spent twice errs on the strict side."""
     pool = aioredis.BlockingConnectionPool.from_url(
         settings.url,
         decode_responses=True,
@@ -55,6 +64,8 @@ def connect(settings: RedisSettings) -> Redis:
         max_connections=settings.max_connections,
         timeout=settings.socket_timeout_s,
         health_check_interval=30,
+        # Not on a timeout: that is a slow Redis, and the wait would only double.
+        retry=Retry(NoBackoff(), retries=1, supported_errors=(RedisConnectionError,)),
     )
     client: Redis = aioredis.Redis.from_pool(pool)  # owns the pool: aclose() closes it too
     return client
