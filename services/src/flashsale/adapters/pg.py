@@ -50,6 +50,10 @@ async def unavailable_on_error(what: str) -> AsyncIterator[None]:
         # release ("cannot switch to state ..."); it surfaced as an unhandled error that killed
         # the payment task instead of backing off.
         raise errors.StoreUnavailable(f"postgres: {what}: {e!r}") from e
+    except asyncpg.CharacterNotInRepertoireError as e:
+        # Text PostgreSQL cannot store (a NUL character) reached a query: schemathesis sent one
+        # to POST /v1/auth/login and got a 500. No stored value can hold it either: 422.
+        raise errors.InvalidRequest(f"text fields cannot contain this character ({e})") from e
     except asyncpg.UndefinedTableError as e:
         # A pod that started before `flashsale migrate` finished: wait, do not crash-loop.
         raise errors.StoreUnavailable(f"postgres: {what}: schema not migrated yet ({e})") from e

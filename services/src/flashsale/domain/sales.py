@@ -118,6 +118,14 @@ def format_price(price: Decimal) -> str:
     return f"{price.quantize(Decimal('0.01'))}"
 
 
+def _validate_name(name: str) -> None:
+    if not name.strip() or len(name) > 200:
+        raise InvalidSale("name must be 1-200 characters")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+        # A NUL was written to Redis, then refused by PostgreSQL: a sale in one store only.
+        raise InvalidSale("name must not contain control characters")
+
+
 def validate_definition(sale: SaleDefinition) -> SaleDefinition:
     """Return the definition if it describes a sale we can run, else raise InvalidSale with the
     reason."""
@@ -126,8 +134,7 @@ def validate_definition(sale: SaleDefinition) -> SaleDefinition:
             "sale_id must be 1-63 lowercase letters, digits or '-', "
             "starting and ending with a letter or digit"
         )
-    if not sale.name.strip() or len(sale.name) > 200:
-        raise InvalidSale("name must be 1-200 characters")
+    _validate_name(sale.name)
     if not 1 <= sale.stock <= MAX_STOCK:
         raise InvalidSale(f"stock must be between 1 and {MAX_STOCK}")
     if sale.per_user_limit < 1:
