@@ -204,6 +204,38 @@ async def refuse_big_bodies(
             )
 
 
+async def refuse_unstorable_text(
+    run: ChaosRun, http: httpx.AsyncClient, checks: Checks, log: CrowdLog
+) -> None:
+    """A NUL character cannot be stored in PostgreSQL text: every route that would write or look
+    one up answers 422, never 500, and creates nothing (schemathesis found the login 500)."""
+    sale_id = f"nul-{run.sale_id('x')[-9:]}"
+    admin = {"Authorization": f"Bearer {run.token('chaos-admin', admin=True)}"}
+    sale = {
+        "name": "shoes\u0000",
+        "price": "1.00",
+        "stock": 1,
+        "opens_at": "2030-01-01T00:00:00Z",
+        "closes_at": "2030-01-01T01:00:00Z",
+        "per_user_limit": 1,
+    }
+    attempts = [
+        ("POST", "/v1/auth/login", {}, {"email": "a\u0000@b.c", "password": "secret-123"}),
+        ("POST", "/v1/auth/register", {}, {"email": "n@b.c", "password": "secret-123",
+                                          "name": "a\u0000b"}),
+        ("PUT", f"/v1/admin/sales/{sale_id}", admin, sale),
+    ]  # fmt: skip
+    for method, url, headers, body in attempts:
+        response = await _send(http, log, method, url, headers=headers, json=body)
+        checks.expect(
+            response.status_code == 422 and _problem(response) == "invalid_request",
+            f"{method} {url.split('/')[-1]} with a NUL character: 422 invalid_request",
+            f"{response.status_code} {response.text[:120]}",
+        )
+    created = await _send(http, log, "GET", f"/v1/sales/{sale_id}")
+    checks.expect(created.status_code == 404, "the sale with a NUL in its name does not exist")
+
+
 async def _send(
     http: httpx.AsyncClient, log: CrowdLog, method: str, url: str, **kwargs: Any
 ) -> httpx.Response:
@@ -461,6 +493,7 @@ async def scenario_hostile(run: ChaosRun) -> Tally:
         await refuse_bad_tokens(run, http, sale_id, checks, log)
         await refuse_without_role(run, http, sale_id, checks, log)
         await refuse_big_bodies(run, http, sale_id, checks, log)
+        await refuse_unstorable_text(run, http, checks, log)
         after = await reservations(run, sale_id)
         checks.expect(before == after, "refused requests reserved nothing", f"{before}->{after}")
         await refuse_others_order(run, http, sale_id, checks, log)
@@ -473,6 +506,7 @@ async def scenario_hostile(run: ChaosRun) -> Tally:
         f"{len(bad_tokens(run.settings.auth.jwt_secret))} kinds of bad token on 4 routes; "
         "5 admin routes without the role",
         "another buyer's order; 1 MiB bodies; 64 KiB and 8 MiB headers, 2,000 headers, 64 KiB URL",
+        "NUL characters in a login, a registration and a sale name",
         "rate limits per user and per address (API with low limits)",
         f"{run.profile.sse_connections} SSE streams from one address",
     ]
