@@ -402,7 +402,7 @@ class ChaosRun:
             tally.findings.append(f"not quiescent after {self.profile.settle_timeout_s:.0f} s")
         if log.server_errors:
             tally.findings.append(
-                f"{len(log.server_errors)} answers 5xx other than 503, e.g. {log.server_errors[0]}"
+                f"{len(log.server_errors)} unexpected 5xx answers, e.g. {log.server_errors[0]}"
             )
         # Buyers who ran out of patience while a process was down are not a defect (the fault
         # was the point); a 202 they got before is still counted above.
