@@ -77,6 +77,11 @@ class AdminApi:
     async def aclose(self) -> None:
         await self._client.aclose()
 
+    @property
+    def closed(self) -> bool:
+        """True once the operator's cleanup has closed the client (a timer may still tick)."""
+        return self._client.is_closed
+
     async def get_sale(self, sale_id: str) -> dict[str, Any] | None:
         """The public sale document, or None if the API has no such sale."""
         try:
@@ -115,6 +120,8 @@ class AdminApi:
         return data
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        if self._client.is_closed:
+            raise ApiUnavailable(f"{method} {path}: the operator is stopping")
         headers = {"Authorization": f"Bearer {self._bearer()}"}
         try:
             response = await self._client.request(method, path, headers=headers, **kwargs)

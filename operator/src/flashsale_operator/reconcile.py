@@ -119,11 +119,11 @@ async def tick(
     if due_in > TICK_S:
         return
     if due_in > 0:  # < TICK_S: meet the transition to the millisecond
-        if stopped is None:
-            await asyncio.sleep(due_in)
-        else:
-            await stopped.wait(due_in)
-    if stopped:
+        # A plain sleep, not `stopped.wait()`: kopf cancels a timer that must stop, and the
+        # helper task behind an async `stopped.wait()` ends in TimeoutError, which kopf's
+        # shutdown re-raises as the operator's own failure when the stop comes during that wait.
+        await asyncio.sleep(due_in)
+    if stopped or ctx.api.closed:
         return  # deleted, or the operator is stopping
     decision = await run(ctx=ctx, resource=resource, patch=patch)
     schedule(ctx, memo, decision)

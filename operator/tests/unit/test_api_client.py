@@ -136,3 +136,12 @@ async def test_connection_failures_are_api_unavailable() -> None:
     with pytest.raises(api_client.ApiUnavailable, match="ConnectError"):
         await api.get_sale("s1")
     await api.aclose()
+
+
+async def test_a_closed_client_is_unavailable_not_a_runtime_error() -> None:
+    seen: list[httpx.Request] = []
+    api = client(lambda r: seen.append(r) or httpx.Response(200, json={}))
+    await api.aclose()
+    with pytest.raises(api_client.ApiUnavailable, match="the operator is stopping"):
+        await api.get_sale("s1")
+    assert seen == []

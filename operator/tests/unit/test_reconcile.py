@@ -122,9 +122,6 @@ async def test_the_timer_waits_until_its_next_look_is_due() -> None:
 
 async def test_the_timer_stops_when_its_resource_goes() -> None:
     class Stopped:
-        async def wait(self, *_: float) -> None:
-            return None
-
         def __bool__(self) -> bool:
             return True
 
@@ -136,6 +133,17 @@ async def test_the_timer_stops_when_its_resource_goes() -> None:
         ctx=ctx, resource=resource(), patch=kopf.Patch(), memo=soon, stopped=stopped
     )
     await ctx.api.aclose()
+    assert seen == []
+
+
+async def test_the_timer_does_nothing_once_the_operator_closed_its_client() -> None:
+    seen: list[str] = []
+    ctx = context(lambda _: httpx.Response(500), seen)
+    await ctx.api.aclose()
+    assert ctx.api.closed
+    await reconcile.tick(
+        ctx=ctx, resource=resource(), patch=kopf.Patch(), memo=kopf.Memo(), stopped=None
+    )
     assert seen == []
 
 
