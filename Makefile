@@ -51,6 +51,10 @@ demo: install ## run a flash sale end to end on this machine and write the repor
 bench: install ## the benchmark suite (throughput steps vs a bare baseline, SSE, drain rate) -> reports/
 	$(BIN)/flashsale bench $(BENCH_ARGS)
 
+.PHONY: chaos
+chaos: install ## fault injection (kills, store restarts, gateway faults, hostile input) -> reports/
+	$(BIN)/flashsale chaos $(CHAOS_ARGS)
+
 # Pinned add-ons the chart expects on kind (docs/kubernetes.md explains each).
 INGRESS_NGINX_MANIFEST := https://raw.githubusercontent.com/kubernetes/ingress-nginx/controller-v1.15.1/deploy/static/provider/kind/deploy.yaml
 KEDA_MANIFEST := https://github.com/kedacore/keda/releases/download/v2.19.0/keda-2.19.0.yaml
