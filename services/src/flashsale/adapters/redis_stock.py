@@ -357,13 +357,7 @@ class RedisStock:
     async def delete_sale(self, sale_id: str) -> bool:
         """Mark deleted (404 from now on); True if the keys were freed at once."""
         reply = await self.scripts["delete_sale"](
-            keys=[
-                keys.sale(sale_id),
-                keys.SALES,
-                keys.holds(sale_id),
-                keys.order_states(sale_id),
-                keys.queue_tickets(sale_id),
-            ],
+            keys=_deletion_keys(sale_id),
             args=[sale_id, keys.sale_events(sale_id)],
         )
         if int(reply) < 0:
@@ -377,13 +371,7 @@ class RedisStock:
     async def purge_sale(self, sale_id: str) -> bool:
         """Free a deleted sale's keys if none of its orders is unsettled. True when purged."""
         reply = await self.scripts["purge_sale"](
-            keys=[
-                keys.sale(sale_id),
-                keys.SALES,
-                keys.holds(sale_id),
-                keys.order_states(sale_id),
-                keys.queue_tickets(sale_id),
-            ],
+            keys=_deletion_keys(sale_id),
             args=[sale_id],
         )
         if int(reply) == 1:
@@ -495,6 +483,17 @@ class RedisStock:
             ],
         )
         return int(reply)
+
+
+def _deletion_keys(sale_id: str) -> list[str]:
+    """KEYS of delete_sale.lua and purge_sale.lua (purge_if_settled in prelude.lua)."""
+    return [
+        keys.sale(sale_id),
+        keys.SALES,
+        keys.holds(sale_id),
+        keys.order_states(sale_id),
+        keys.queue_tickets(sale_id),
+    ]
 
 
 def _waiting_room_args(room: WaitingRoom | None) -> list[str | int]:

@@ -21,7 +21,7 @@ from flashsale.adapters.redis_stream import Entry, Stream
 from flashsale.config import Settings
 from flashsale.domain.orders import PlacedOrder
 from flashsale.domain.sales import SaleDefinition
-from flashsale.logs import setup
+from flashsale.workers import runner
 from flashsale.workers.runner import (
     Consumer,
     WorkerContext,
@@ -183,11 +183,7 @@ async def amain(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
 
 
 def main() -> None:
-    settings = Settings()
-    setup(settings, process_name="worker-order")
-    import uvloop
-
-    uvloop.run(amain(settings))
+    runner.main(amain, process_name="worker-order")
 
 
 if __name__ == "__main__":

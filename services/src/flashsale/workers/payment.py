@@ -28,7 +28,7 @@ from flashsale.adapters.redis_stream import Entry, Stream
 from flashsale.config import Settings
 from flashsale.domain.orders import FailureReason, Order, OrderStatus, PlacedOrder
 from flashsale.domain.payments import ChargeOutcome, backoff_delay
-from flashsale.logs import setup
+from flashsale.workers import runner
 from flashsale.workers.runner import (
     Consumer,
     WorkerContext,
@@ -449,11 +449,7 @@ async def amain(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
 
 
 def main() -> None:
-    settings = Settings()
-    setup(settings, process_name="worker-payment")
-    import uvloop
-
-    uvloop.run(amain(settings))
+    runner.main(amain, process_name="worker-payment")
 
 
 if __name__ == "__main__":

@@ -12,9 +12,9 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import uvicorn
 from prometheus_client import Counter, Gauge
@@ -29,6 +29,7 @@ from flashsale.adapters.redis_pipe import PipelinedRedis
 from flashsale.adapters.redis_stock import Redis, RedisStock, connect
 from flashsale.adapters.redis_stream import Entry, Stream
 from flashsale.config import Settings
+from flashsale.logs import setup
 from flashsale.web import metrics_response, problem
 
 logger = logging.getLogger(__name__)
@@ -274,3 +275,12 @@ async def run_until_stopped(ctx: WorkerContext, *, port: int, tasks: list[Awaita
             task.cancel()
         await asyncio.gather(*running, stopper, return_exceptions=True)
         await metrics_beacon.stop()
+
+
+def main(amain: Callable[[Settings], Coroutine[Any, Any, None]], *, process_name: str) -> None:
+    """A worker process's entry point: settings from the environment, logging, uvloop."""
+    settings = Settings()
+    setup(settings, process_name=process_name)
+    import uvloop
+
+    uvloop.run(amain(settings))

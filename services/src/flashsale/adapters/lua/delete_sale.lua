@@ -16,11 +16,4 @@ if tonumber(s[2]) > now then
 end
 redis.call('HSET', KEYS[1], 'deleting', '1')
 redis.call('PUBLISH', ARGV[2], '{"type":"deleted"}')
-local open = tonumber(redis.call('HGET', KEYS[1], 'pending') or '0')
-           + tonumber(redis.call('HGET', KEYS[1], 'nr') or '0')
-if open > 0 then
-  return 0
-end
-redis.call('DEL', KEYS[1], KEYS[3], KEYS[4], KEYS[5])
-redis.call('SREM', KEYS[2], ARGV[1])
-return 1
+return purge_if_settled(ARGV[1])

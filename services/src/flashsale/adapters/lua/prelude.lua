@@ -132,3 +132,17 @@ local function wr_rank(seq, mode, drawn, seed)
   end
   return seq - 1
 end
+
+-- A deleted sale's keys: free them unless one of its orders is still unsettled (pending, or in
+-- reconciliation). KEYS as in delete_sale.lua and purge_sale.lua: 1 sale hash, 2 live-sales set,
+-- 3 holds hash, 4 order-states hash, 5 waiting-room tickets hash. Returns 1 when freed, else 0.
+local function purge_if_settled(sale_id)
+  local open = tonumber(redis.call('HGET', KEYS[1], 'pending') or '0')
+             + tonumber(redis.call('HGET', KEYS[1], 'nr') or '0')
+  if open > 0 then
+    return 0
+  end
+  redis.call('DEL', KEYS[1], KEYS[3], KEYS[4], KEYS[5])
+  redis.call('SREM', KEYS[2], sale_id)
+  return 1
+end

@@ -9,11 +9,4 @@ if redis.call('HGET', KEYS[1], 'deleting') ~= '1' then
   end
   return -1
 end
-local open = tonumber(redis.call('HGET', KEYS[1], 'pending') or '0')
-           + tonumber(redis.call('HGET', KEYS[1], 'nr') or '0')
-if open > 0 then
-  return 0
-end
-redis.call('DEL', KEYS[1], KEYS[3], KEYS[4], KEYS[5])
-redis.call('SREM', KEYS[2], ARGV[1])
-return 1
+return purge_if_settled(ARGV[1])
