@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qs
 
 from starlette.responses import Response
@@ -37,8 +38,8 @@ logger = logging.getLogger(__name__)
 _SALE_EVENTS = re.compile(r"^/v1/sales/([^/]+)/events$")
 _ME_EVENTS = "/v1/me/events"
 _QUEUE_EVENTS = re.compile(r"^/v1/sales/([^/]+)/queue/events$")
-# The waiting room's refusals at connect, as problem statuses.
-QUEUE_REFUSALS: dict[type[errors.FlashSaleError], int] = {
+# Refusals when a stream joins (no such sale; the waiting room's), as problem statuses.
+REFUSALS: dict[type[errors.FlashSaleError], int] = {
     errors.SaleNotFound: 404,
     errors.NotInQueue: 404,
     errors.SaleClosed: 409,
@@ -181,53 +182,23 @@ class SseApp:
         if not SALE_ID_RE.fullmatch(sale_id):
             await _not_found(scope, receive, send)
             return
-        addr = _client_addr(scope)
-        refusal = self._admit(addr)
-        if refusal is not None:
-            await refusal(scope, receive, send)
-            return
-        try:
-            try:
-                client: Client = await self.feed.join_sale(sale_id, addr=addr)
-            except errors.SaleNotFound:
-                await _not_found(scope, receive, send)
-                return
-            except errors.StoreUnavailable as e:
-                await _store_unavailable(e)(scope, receive, send)
-                return
-            try:
-                await _pump(client, receive, send)
-            finally:
-                self.feed.leave(client)
-        finally:
-            self.limits.release(addr)
+        await self._stream(
+            scope, receive, send, lambda addr: self.feed.join_sale(sale_id, addr=addr)
+        )
 
     async def _me_events(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             principal = self.tokens.verify(_bearer(scope))
         except errors.Unauthenticated as e:
-            await _problem(
-                401, "unauthenticated", "Unauthenticated.", e.detail,
-                headers={"www-authenticate": "Bearer"},
-            )(scope, receive, send)  # fmt: skip
+            await _unauthenticated(e)(scope, receive, send)
             return
-        addr = _client_addr(scope)
-        refusal = self._admit(addr)
-        if refusal is not None:
-            await refusal(scope, receive, send)
-            return
-        try:
-            client = self.feed.join_orders(
-                user_id=principal.user_id,
-                addr=addr,
-                expires_at=principal.expires_at + self.settings.auth.leeway_s,
-            )
-            try:
-                await _pump(client, receive, send)
-            finally:
-                self.feed.leave(client)
-        finally:
-            self.limits.release(addr)
+        expires_at = principal.expires_at + self.settings.auth.leeway_s
+
+        async def join(addr: str) -> Client:
+            user_id = principal.user_id
+            return self.feed.join_orders(user_id=user_id, addr=addr, expires_at=expires_at)
+
+        await self._stream(scope, receive, send, join)
 
     async def _queue_events(self, scope: Scope, receive: Receive, send: Send, sale_id: str) -> None:
         """The waiting room of a sale, for a ticket holder (`?ticket=`, or a bearer token)."""
@@ -237,11 +208,18 @@ class SseApp:
         try:
             user_id = self._queue_holder(scope, sale_id)
         except errors.Unauthenticated as e:
-            await _problem(
-                401, "unauthenticated", "Unauthenticated.", e.detail,
-                headers={"www-authenticate": "Bearer"},
-            )(scope, receive, send)  # fmt: skip
+            await _unauthenticated(e)(scope, receive, send)
             return
+        await self._stream(
+            scope, receive, send,
+            lambda addr: self.feed.join_queue(sale_id, user_id=user_id, addr=addr),
+        )  # fmt: skip
+
+    async def _stream(
+        self, scope: Scope, receive: Receive, send: Send, join: Callable[[str], Awaitable[Client]]
+    ) -> None:
+        """One stream: a slot for its address, the client from `join`, then events until the end;
+        a refused join is answered with its problem (REFUSALS) and frees the slot."""
         addr = _client_addr(scope)
         refusal = self._admit(addr)
         if refusal is not None:
@@ -249,12 +227,12 @@ class SseApp:
             return
         try:
             try:
-                client = await self.feed.join_queue(sale_id, user_id=user_id, addr=addr)
+                client = await join(addr)
             except errors.StoreUnavailable as e:
                 await _store_unavailable(e)(scope, receive, send)
                 return
             except errors.FlashSaleError as e:
-                status = next(s for cls, s in QUEUE_REFUSALS.items() if isinstance(e, cls))
+                status = next(s for cls, s in REFUSALS.items() if isinstance(e, cls))
                 title = (type(e).__doc__ or e.code).strip()
                 await _problem(status, e.code, title, e.detail)(scope, receive, send)
                 return
@@ -348,6 +326,13 @@ def _problem(
 ) -> Response:
     all_headers = {**CORS, **(headers or {})}
     return web.problem(status, code, title=title, detail=detail, headers=all_headers)
+
+
+def _unauthenticated(e: errors.Unauthenticated) -> Response:
+    return _problem(
+        401, "unauthenticated", "Unauthenticated.", e.detail,
+        headers={"www-authenticate": "Bearer"},
+    )  # fmt: skip
 
 
 async def _not_found(scope: Scope, receive: Receive, send: Send) -> None:
