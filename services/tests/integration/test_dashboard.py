@@ -272,4 +272,4 @@ def test_demo_prints_the_pages_and_lingers_unless_told_not_to(
     assert "buyer page: http://127.0.0.1:18000/?sale=demo-x" in out
     dashboard = next(line for line in out.splitlines() if line.startswith("dashboard:"))
     admin = dashboard.split("#token=")[1].strip()
-    assert TokenVerifier(demo.stack_settings(stack).auth).verify(admin).is_admin
+    assert TokenVerifier(stack.settings().auth).verify(admin).is_admin

@@ -50,7 +50,7 @@ async def test_a_tiny_sale_end_to_end(stack: Stack, tmp_path: Path) -> None:
     plan = demo.CrowdPlan(users=300, stock=50, ramp_s=1, hold_s=2, decay_s=1, sold_out_wait_s=0.5)
     out = tmp_path / "report"
     run = await demo.run_sale(
-        demo.stack_settings(stack),
+        stack.settings(),
         plan,
         out_dir=out,
         sale_id=random_sale_id(),

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from flashsale.local import bench, benchreport, demo, k6
+from flashsale.local import bench, benchreport, k6
 from flashsale.local.embedded import Stores, free_port
 from flashsale.local.stack import FAST_GATEWAY_ENV, Stack, StackOptions
 
@@ -80,7 +80,7 @@ def tiny_args(reports: Path) -> argparse.Namespace:
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 async def test_bench_phases_in_miniature(stack: Stack, tmp_path: Path) -> None:
-    run = bench.Bench(stack, demo.stack_settings(stack), tiny_args(tmp_path), tmp_path)
+    run = bench.Bench(stack, stack.settings(), tiny_args(tmp_path), tmp_path)
     run.results = {"started_at": "test", "environment": {}, "phases": {}}
     phases = ["throughput", "durability", "drain", "sse", "payments"]
 

@@ -117,7 +117,7 @@ def run_bench(args: argparse.Namespace) -> int:
     except (PortInUse, RuntimeError) as e:
         console.print(f"[red]the stack did not start: {e}[/]")
         return 1
-    bench = Bench(stack, demo.stack_settings(stack), args, out_dir)
+    bench = Bench(stack, stack.settings(), args, out_dir)
     bench.results = {"started_at": stamp, "environment": _environment(), "phases": {}}
     try:
         asyncio.run(_run_phases(bench, phases))

@@ -24,7 +24,6 @@ import httpx
 from flashsale.adapters import pg
 from flashsale.adapters.redis_stock import RedisStock, connect
 from flashsale.adapters.tokens import mint
-from flashsale.config import Settings
 from flashsale.domain.invariants import SaleFacts, judge
 from flashsale.local import faults
 from flashsale.local.crowd import Crowd, CrowdLog, CrowdPlan
@@ -250,7 +249,7 @@ class ChaosRun:
         self.profile = profile
         self.supervisor = supervisor
         self.seed = seed
-        self.settings = stack_settings(stack)
+        self.settings = stack.settings()
         self.admin = {"Authorization": f"Bearer {self.token('chaos-admin', admin=True)}"}
         self.progress: Callable[[str], None] = lambda _: None
 
@@ -472,18 +471,6 @@ def _wait_healthy(child: Child, timeout_s: float = faults.READY_TIMEOUT_S) -> No
                     return
             time.sleep(0.1)
     raise faults.FaultError(f"{child.name} did not become ready")
-
-
-def stack_settings(stack: Stack) -> Settings:
-    """Settings that reach this stack's stores, API and gateway."""
-    env = stack.base_env()
-    return Settings(
-        redis={"url": stack.redis_url},
-        postgres={"dsn": stack.postgres_dsn},
-        gateway={"url": stack.gateway_url},
-        api={"url": stack.api_url},
-        auth={"jwt_secret": env.get("FLASHSALE_AUTH__JWT_SECRET") or Settings().auth.jwt_secret},
-    )
 
 
 def stack_options(profile: Profile, data_dir: Path, *, api_workers: int = 2) -> StackOptions:

@@ -227,18 +227,6 @@ def stack_options(args: argparse.Namespace) -> StackOptions:
     return options
 
 
-def stack_settings(stack: Stack) -> Settings:
-    """Settings that reach this stack (the same FLASHSALE_* env its processes got)."""
-    env = stack.base_env()
-    return Settings(
-        redis={"url": stack.redis_url},
-        postgres={"dsn": stack.postgres_dsn},
-        gateway={"url": stack.gateway_url},
-        api={"url": stack.api_url},
-        auth={"jwt_secret": env.get("FLASHSALE_AUTH__JWT_SECRET") or Settings().auth.jwt_secret},
-    )
-
-
 @contextmanager
 def running_stack(options: StackOptions) -> Iterator[Stack]:
     stack = Stack(options)
@@ -259,7 +247,7 @@ LINGER_S = 60
 def announce_pages(stack: Stack, sale_id: str) -> None:
     """The buyer page and the dashboard of this sale; the dashboard link carries an admin token in
     its fragment (never sent to a server)."""
-    admin = mint(stack_settings(stack).auth, user_id="demo-ops", admin=True)
+    admin = mint(stack.settings().auth, user_id="demo-ops", admin=True)
     # soft_wrap: a URL broken over two lines could not be copied or clicked.
     console.print(f"buyer page: {stack.api_url}/?sale={sale_id}", soft_wrap=True)
     console.print(
@@ -295,7 +283,7 @@ def run_demo(args: argparse.Namespace) -> int:
             announce_pages(stack, f"demo-{stamp}")
             run = asyncio.run(
                 run_sale(
-                    stack_settings(stack),
+                    stack.settings(),
                     plan,
                     out_dir=out_dir,
                     sale_id=f"demo-{stamp}",

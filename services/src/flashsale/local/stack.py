@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 
 from flashsale.adapters import pg
-from flashsale.config import EMBEDDED_POSTGRES_PORT, EMBEDDED_REDIS_PORT
+from flashsale.config import EMBEDDED_POSTGRES_PORT, EMBEDDED_REDIS_PORT, Settings
 from flashsale.local.embedded import (
     EmbeddedPostgres,
     EmbeddedValkey,
@@ -207,6 +207,18 @@ class Stack:
             self.postgres = EmbeddedPostgres(o.data_dir / "postgres" / "data", o.postgres_port)
             self.postgres.start()
             self.postgres_dsn = self.postgres.dsn
+
+    def settings(self) -> Settings:
+        """Settings that reach this stack (the same FLASHSALE_* env its processes got)."""
+        env = self.base_env()
+        secret = env.get("FLASHSALE_AUTH__JWT_SECRET") or Settings().auth.jwt_secret
+        return Settings(
+            redis={"url": self.redis_url},
+            postgres={"dsn": self.postgres_dsn},
+            gateway={"url": self.gateway_url},
+            api={"url": self.api_url},
+            auth={"jwt_secret": secret},
+        )
 
     def base_env(self) -> dict[str, str]:
         o = self.options
