@@ -69,6 +69,21 @@ def flashsale_sale_ids(status: kopf.Status, meta: kopf.Meta, **_: Any) -> dict[s
     return builders.build_owner_entry(status=status, meta=meta)
 
 
+async def _apply(
+    spec: kopf.Spec,
+    status: kopf.Status,
+    meta: kopf.Meta,
+    memo: kopf.Memo,
+    patch: kopf.Patch,
+    owners: kopf.Index[str, str] | None,
+) -> None:
+    """Create and spec update alike: reconcile now, then tell the timer when to look next."""
+    ctx = reconcile.context(memo)
+    resource = reconcile.Resource.of(meta=meta, spec=spec, status=status)
+    decision = await reconcile.run(ctx=ctx, resource=resource, patch=patch, owners=owners)
+    reconcile.schedule(ctx, memo, decision)
+
+
 @kopf.on.create(GROUP, VERSION, PLURAL, backoff=BACKOFF_S)
 async def flashsale_create(
     spec: kopf.Spec,
@@ -79,12 +94,7 @@ async def flashsale_create(
     flashsale_sale_ids: kopf.Index[str, str] | None = None,
     **_: Any,
 ) -> None:
-    ctx = reconcile.context(memo)
-    resource = reconcile.Resource.of(meta=meta, spec=spec, status=status)
-    decision = await reconcile.run(
-        ctx=ctx, resource=resource, patch=patch, owners=flashsale_sale_ids
-    )
-    reconcile.schedule(ctx, memo, decision)
+    await _apply(spec, status, meta, memo, patch, flashsale_sale_ids)
 
 
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", backoff=BACKOFF_S)
@@ -97,12 +107,7 @@ async def flashsale_update(
     flashsale_sale_ids: kopf.Index[str, str] | None = None,
     **_: Any,
 ) -> None:
-    ctx = reconcile.context(memo)
-    resource = reconcile.Resource.of(meta=meta, spec=spec, status=status)
-    decision = await reconcile.run(
-        ctx=ctx, resource=resource, patch=patch, owners=flashsale_sale_ids
-    )
-    reconcile.schedule(ctx, memo, decision)
+    await _apply(spec, status, meta, memo, patch, flashsale_sale_ids)
 
 
 @kopf.timer(
