@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -50,42 +50,29 @@ class Clock(Protocol):
     def wall(self) -> datetime: ...
 
 
-class SaleHub:
-    def __init__(
-        self,
-        sale_id: str,
-        *,
-        clock: Clock,
-        coalesce_s: float,
-        fetch: Fetch,
-        on_gone: Callable[[SaleHub], None],
-    ) -> None:
-        self.sale_id = sale_id
-        self.clients: set[SaleClient] = set()
+class HubBase:
+    """What both kinds of hub share: the `ready` future joiners wait on (settled by the first
+    read), background tasks, a re-read requested while one runs being done once more after it,
+    and a close that stops timers and tasks once and tells the owner the hub is gone."""
+
+    def __init__(self, on_gone: Callable[[Any], None]) -> None:
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         # A joiner that gave up must not leave "exception never retrieved" behind.
         self.ready.add_done_callback(lambda f: f.cancelled() or f.exception())
-        self.remaining = 0
-        self.seq = -1
-        self.state = SaleState.SCHEDULED
-        self.ended = False
-        self._clock = clock
-        self._coalesce_s = coalesce_s
-        self._fetch = fetch
         self._on_gone = on_gone
-        self._snapshot: SaleSnapshot | None = None
-        self._broadcast_seq = -1  # the newest seq handed to clients (tick, state or snapshot)
-        self._last_tick = float("-inf")
-        self._tick: Handle | None = None
-        self._window: Handle | None = None
         self._refreshing = False
         self._refresh_again = False
-        self._wanted_seq = -1  # the newest `sale` message seen while the first read ran
         self._closed = False
         self._tasks: set[asyncio.Task[None]] = set()
-        self._cache: dict[str, bytes] = {}
 
-    # --- lifecycle --------------------------------------------------------------------------------
+    async def refresh(self) -> None:
+        raise NotImplementedError
+
+    async def _refresh_in_background(self) -> None:
+        raise NotImplementedError
+
+    def _cancel_timers(self) -> None:
+        raise NotImplementedError
 
     def start(self) -> None:
         """Read the first snapshot in the background; `ready` tells the joiners how it went."""
@@ -94,21 +81,26 @@ class SaleHub:
     async def _load(self) -> None:
         try:
             await self.refresh()
-        except (errors.SaleNotFound, errors.StoreUnavailable) as e:
+        except errors.FlashSaleError as e:
             self.ready.set_exception(e)
             self.close()
             return
-        self.ready.set_result(None)
+        if not self.ready.done():  # close() may have settled it meanwhile (the server stopping)
+            self.ready.set_result(None)
+
+    def request_refresh(self) -> None:
+        """Re-read now, or once more after the read in progress."""
+        if self._refreshing:
+            self._refresh_again = True
+        else:
+            self._spawn(self._refresh_in_background())
 
     def close(self) -> None:
         """Stop timers and background reads; forget the hub (no client is left, or it ended)."""
         if self._closed:
             return
         self._closed = True
-        for handle in (self._tick, self._window):
-            if handle is not None:
-                handle.cancel()
-        self._tick = self._window = None
+        self._cancel_timers()
         current = asyncio.current_task()
         for task in self._tasks:
             if task is not current:
@@ -123,6 +115,48 @@ class SaleHub:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+class SaleHub(HubBase):
+    def __init__(
+        self,
+        sale_id: str,
+        *,
+        clock: Clock,
+        coalesce_s: float,
+        fetch: Fetch,
+        on_gone: Callable[[SaleHub], None],
+    ) -> None:
+        super().__init__(on_gone)
+        self.sale_id = sale_id
+        self.clients: set[SaleClient] = set()
+        self.remaining = 0
+        self.seq = -1
+        self.state = SaleState.SCHEDULED
+        self.ended = False
+        self._clock = clock
+        self._coalesce_s = coalesce_s
+        self._fetch = fetch
+        self._snapshot: SaleSnapshot | None = None
+        self._broadcast_seq = -1  # the newest seq handed to clients (tick, state or snapshot)
+        self._last_tick = float("-inf")
+        self._tick: Handle | None = None
+        self._window: Handle | None = None
+        self._wanted_seq = -1  # the newest `sale` message seen while the first read ran
+        self._cache: dict[str, bytes] = {}
+
+    # --- lifecycle --------------------------------------------------------------------------------
+
+    def _cancel_timers(self) -> None:
+        for handle in (self._tick, self._window):
+            if handle is not None:
+                handle.cancel()
+        self._tick = self._window = None
 
     def end(self) -> None:
         """The sale is gone (deleted, or deleted and created anew): final frames, then close."""
@@ -165,13 +199,6 @@ class SaleHub:
             self._wanted_seq = max(self._wanted_seq, seq)
         elif seq > self.seq:
             self.request_refresh()
-
-    def request_refresh(self) -> None:
-        """Re-read the sale now, or once more after the read in progress."""
-        if self._refreshing:
-            self._refresh_again = True
-        else:
-            self._spawn(self._refresh_in_background())
 
     def _on_tick(self) -> None:
         self._tick = None
@@ -273,11 +300,6 @@ class SaleHub:
         now = self._clock.time()
         for client in self.clients:
             client.mark(SNAPSHOT, ready_at=now)
-
-    def _spawn(self, coro: Any) -> None:
-        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     # --- frames (built once per change, shared by every client) -----------------------------------
 

@@ -19,7 +19,7 @@ import dataclasses
 import heapq
 import itertools
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from typing import Any
 
 from flashsale import errors
@@ -28,7 +28,7 @@ from flashsale.adapters.redis_queue import RedisQueue
 from flashsale.domain import waiting_room as wr
 from flashsale.domain.sales import from_ms, rfc3339, to_ms
 from flashsale.sse import metrics
-from flashsale.sse.hub import Clock, Handle
+from flashsale.sse.hub import Clock, Handle, HubBase
 from flashsale.sse.queue_client import CLOSED, DISABLED, POSITION, SOLD_OUT, QueueClient
 
 logger = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ RANK_CHUNK = 500
 WINDOW_MARGIN_S = 0.001  # fire just past opens_at/closes_at, as the sale hub does
 
 
-class QueueHub:
+class QueueHub(HubBase):
     def __init__(
         self,
         sale_id: str,
@@ -60,16 +60,14 @@ class QueueHub:
         passes: Passes,
         on_gone: Callable[[QueueHub], None],
     ) -> None:
+        super().__init__(on_gone)
         self.sale_id = sale_id
         self.clients: set[QueueClient] = set()
-        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.ready.add_done_callback(lambda f: f.cancelled() or f.exception())
         self.state: wr.RoomState | None = None
         self.ended = False
         self._clock = clock
         self._queue = queue
         self._passes = passes
-        self._on_gone = on_gone
         self._version = -1
         self._offset_ms = 0.0  # Redis TIME minus our wall clock
         self._heap: list[tuple[int, int, QueueClient]] = []  # waiting clients by rank
@@ -79,47 +77,13 @@ class QueueHub:
         self._admit: Handle | None = None
         self._tick: Handle | None = None
         self._window: Handle | None = None
-        self._refreshing = False
-        self._refresh_again = False
-        self._closed = False
-        self._tasks: set[asyncio.Task[None]] = set()
 
     # --- lifecycle --------------------------------------------------------------------------------
 
-    def start(self) -> None:
-        self._spawn(self._load())
-
-    async def _load(self) -> None:
-        try:
-            await self.refresh()
-        except errors.FlashSaleError as e:
-            self.ready.set_exception(e)
-            self.close()
-            return
-        if not self.ready.done():  # close() may have settled it meanwhile (the server stopping)
-            self.ready.set_result(None)
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
+    def _cancel_timers(self) -> None:
         for handle in (self._admit, self._tick, self._window):
             if handle is not None:
                 handle.cancel()
-        current = asyncio.current_task()
-        for task in self._tasks:
-            if task is not current:
-                task.cancel()
-        if not self.ready.done():
-            self.ready.set_exception(errors.StoreUnavailable("the SSE server is stopping"))
-        self._on_gone(self)
-
-    async def aclose(self) -> None:
-        tasks = list(self._tasks)
-        self.close()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
     def end(self, flag: int) -> None:
         """The room is over for everyone (CLOSED or DISABLED): last event, then the end."""
@@ -189,13 +153,7 @@ class QueueHub:
         self.state = dataclasses.replace(self.state, schedule=schedule)
         self._schedule_changed(was_paused=old.paused)
 
-    def request_refresh(self) -> None:
-        if self._refreshing:
-            self._refresh_again = True
-        else:
-            self._spawn(self._refresh_quietly())
-
-    async def _refresh_quietly(self) -> None:
+    async def _refresh_in_background(self) -> None:
         with contextlib.suppress(errors.FlashSaleError):  # refresh() ended the hub, or Redis is
             await self.refresh()  # away: the feed re-reads every hub once it is back
 
@@ -358,11 +316,6 @@ class QueueHub:
     def _on_close(self) -> None:
         self._window = None
         self.end(CLOSED)
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
 
 class QueueRooms:
