@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -78,15 +79,32 @@ def make_settings(stores: Stores, **overrides: Any) -> Settings:
 
 
 class ServerThread:
-    """A real uvicorn serving `app` on 127.0.0.1:port from a thread with its own event loop."""
+    """A real uvicorn serving `app` on 127.0.0.1:port from a thread with its own event loop; or
+    a server already built (`server=`, e.g. the SSE server's own build), optionally on sockets
+    bound beforehand. Leaving the block stops it and fails if it does not stop in time."""
 
-    def __init__(self, app: Any, *, port: int) -> None:
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on"
-        )
-        self.server = uvicorn.Server(config)
+    # A stop ends streams at once and gives writers a few seconds (the SSE server's graceful
+    # timeout is 5 s), then closes the stores; 30 s means something hangs, even on a busy machine.
+    STOP_TIMEOUT_S = 30.0
+
+    def __init__(
+        self,
+        app: Any = None,
+        *,
+        port: int,
+        server: uvicorn.Server | None = None,
+        sockets: list[socket.socket] | None = None,
+    ) -> None:
+        if server is None:
+            config = uvicorn.Config(
+                app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on"
+            )
+            server = uvicorn.Server(config)
+        self.server = server
         self.port = port
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": sockets}, daemon=True
+        )
 
     @property
     def url(self) -> str:
@@ -105,7 +123,9 @@ class ServerThread:
 
     def __exit__(self, *_: object) -> None:
         self.server.should_exit = True
-        self.thread.join(timeout=15)
+        self.thread.join(timeout=self.STOP_TIMEOUT_S)
+        if self.thread.is_alive():
+            raise AssertionError(f"the server did not stop within {self.STOP_TIMEOUT_S} s")
 
 
 class LoopThread:

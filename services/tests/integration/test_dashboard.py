@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -26,7 +24,7 @@ from flashsale.adapters import redis_keys as keys
 from flashsale.config import RedisSettings, Settings
 from flashsale.local.embedded import Stores, free_port
 from flashsale.sse import server
-from flashsale.testing import bearer, buy, create_sale, make_settings
+from flashsale.testing import ServerThread, bearer, buy, create_sale, make_settings
 
 EVENTS = "/v1/admin/dashboard/events"
 
@@ -34,20 +32,8 @@ EVENTS = "/v1/admin/dashboard/events"
 @contextlib.contextmanager
 def running_sse(settings: Settings) -> Iterator[str]:
     """The SSE server as `python -m flashsale.sse` builds it, on settings.sse.port, in a thread."""
-    sse_server = server.build_server(settings)
-    thread = threading.Thread(target=sse_server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 10
-        while not sse_server.started:
-            assert thread.is_alive(), "the SSE server failed to start"
-            assert time.monotonic() < deadline, "the SSE server did not start in time"
-            time.sleep(0.01)
-        yield f"http://127.0.0.1:{settings.sse.port}"
-    finally:
-        sse_server.should_exit = True
-        thread.join(timeout=10)
-        assert not thread.is_alive(), "the SSE server did not stop"
+    with ServerThread(port=settings.sse.port, server=server.build_server(settings)) as running:
+        yield running.url
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -38,6 +37,7 @@ from flashsale import config
 from flashsale.adapters import gateway_http
 from flashsale.domain import payments
 from flashsale.gateway import app
+from flashsale.testing import ServerThread
 
 FAST: dict[str, Any] = {
     "latency_median_ms": 0,
@@ -79,23 +79,12 @@ def running_gateway(mock: config.MockGatewaySettings) -> Iterator[Running]:
             timeout_graceful_shutdown=1,
         )
     )
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
+    port = sock.getsockname()[1]
     try:
-        _wait_until_started(server, thread)
-        yield Running(url, application.state.gateway)
+        with ServerThread(port=port, server=server, sockets=[sock]):
+            yield Running(url, application.state.gateway)
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
         sock.close()
-
-
-def _wait_until_started(server: uvicorn.Server, thread: threading.Thread) -> None:
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the gateway did not start")
-        time.sleep(0.01)
 
 
 @pytest.fixture(scope="module")

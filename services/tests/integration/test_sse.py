@@ -14,7 +14,6 @@ import secrets
 import shutil
 import socket
 import tempfile
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from flashsale.domain.orders import OrderStatus
 from flashsale.domain.sales import SaleDefinition
 from flashsale.local.embedded import EmbeddedValkey, free_port
 from flashsale.sse import server
+from flashsale.testing import ServerThread
 
 WINDOW_S = 0.25  # SseSettings.coalesce_ms default, as in production
 NO_LIMITS = config.ApiSettings(rate_limit_user_per_s=0, rate_limit_addr_per_s=0)
@@ -104,21 +104,11 @@ def running_sse(redis_url: str, **sse: Any) -> Iterator[Sse]:
         redis=config.RedisSettings(url=redis_url, socket_timeout_s=0.5),
         sse=config.SseSettings(port=port, **sse),
     )
-    sse_server = server.build_server(settings)
-    thread = threading.Thread(target=sse_server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
     try:
-        deadline = time.monotonic() + 10
-        while not sse_server.started:
-            assert thread.is_alive(), "the SSE server failed to start"
-            assert time.monotonic() < deadline, "the SSE server did not start in time"
-            time.sleep(0.01)
-        yield Sse(f"http://127.0.0.1:{port}", settings)
+        with ServerThread(port=port, server=server.build_server(settings), sockets=[sock]):
+            yield Sse(f"http://127.0.0.1:{port}", settings)
     finally:
-        sse_server.should_exit = True
-        thread.join(timeout=10)
         sock.close()
-        assert not thread.is_alive(), "the SSE server did not stop"
 
 
 async def wait_ready(http: httpx.AsyncClient, *, within_s: float = 10.0) -> None:
