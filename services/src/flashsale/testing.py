@@ -206,21 +206,22 @@ async def create_sale(
     opens_in_s: float = -1.0,
     duration_s: float = 300.0,
     per_user_limit: int = 1,
+    name: str = "Test sneaker",
+    waiting_room: dict[str, Any] | None = None,
 ) -> str:
     sale_id = sale_id or random_sale_id()
     opens_at = datetime.now(UTC) + timedelta(seconds=opens_in_s)
-    response = await client.put(
-        f"/v1/admin/sales/{sale_id}",
-        headers=admin,
-        json={
-            "name": "Test sneaker",
-            "price": "49.99",
-            "stock": stock,
-            "opens_at": opens_at.isoformat(),
-            "closes_at": (opens_at + timedelta(seconds=duration_s)).isoformat(),
-            "per_user_limit": per_user_limit,
-        },
-    )
+    body: dict[str, Any] = {
+        "name": name,
+        "price": "49.99",
+        "stock": stock,
+        "opens_at": opens_at.isoformat(),
+        "closes_at": (opens_at + timedelta(seconds=duration_s)).isoformat(),
+        "per_user_limit": per_user_limit,
+    }
+    if waiting_room is not None:
+        body["waiting_room"] = waiting_room
+    response = await client.put(f"/v1/admin/sales/{sale_id}", headers=admin, json=body)
     assert response.status_code == 201, response.text
     return sale_id
 

@@ -13,10 +13,8 @@ import asyncio
 import importlib.util
 import os
 import re
-import secrets
 import shutil
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -394,19 +392,10 @@ async def test_with_the_waiting_room_on_buy_joins_the_line_then_buys_with_the_pa
     tab: Tab, api: ServerThread, client: httpx.AsyncClient, settings: Settings,
     admin_headers: dict[str, str],
 ) -> None:  # fmt: skip
-    sale_id = "wr-" + secrets.token_hex(4)
-    opens_at = datetime.now(UTC) - timedelta(seconds=1)
-    created = await client.put(
-        f"/v1/admin/sales/{sale_id}",
-        headers=admin_headers,
-        json={
-            "name": "Queued sneaker", "price": "49.99", "stock": 5,
-            "opens_at": opens_at.isoformat(),
-            "closes_at": (opens_at + timedelta(seconds=300)).isoformat(),
-            "waiting_room": {"enabled": True, "admit_per_second": 50},
-        },
+    sale_id = await create_sale(
+        client, admin_headers, stock=5, name="Queued sneaker",
+        waiting_room={"enabled": True, "admit_per_second": 50},
     )  # fmt: skip
-    assert created.status_code == 201, created.text
     page = tab.page
     await page.goto(f"{api.url}/?sale={sale_id}#token={token(settings, 'queued-user')}")
     await wait_text(page, "#buy", "Join the line")

@@ -22,7 +22,7 @@ from flashsale.adapters.passes import Passes
 from flashsale.adapters.redis_queue import RedisQueue
 from flashsale.adapters.redis_stock import RedisStock, connect
 from flashsale.config import Settings
-from flashsale.testing import bearer, buy, random_sale_id, wait_for_status
+from flashsale.testing import bearer, buy, create_sale, random_sale_id, wait_for_status
 
 from .conftest import GatewayControl, Probe
 
@@ -39,27 +39,12 @@ async def create_room_sale(
     mode: str = "fifo",
     rate: int = 100,
     session_s: int = 60,
-    sale_id: str | None = None,
 ) -> str:
-    sale_id = sale_id or random_sale_id()
-    opens_at = datetime.now(UTC) + timedelta(seconds=opens_in_s)
-    response = await client.put(
-        f"/v1/admin/sales/{sale_id}",
-        headers=admin,
-        json={
-            "name": "Queued sneaker",
-            "price": "49.99",
-            "stock": stock,
-            "opens_at": opens_at.isoformat(),
-            "closes_at": (opens_at + timedelta(seconds=duration_s)).isoformat(),
-            "waiting_room": {
-                "enabled": True, "mode": mode, "admit_per_second": rate,
-                "session_seconds": session_s,
-            },
-        },
+    room = {"enabled": True, "mode": mode, "admit_per_second": rate, "session_seconds": session_s}
+    return await create_sale(
+        client, admin, stock=stock, opens_in_s=opens_in_s, duration_s=duration_s,
+        name="Queued sneaker", waiting_room=room,
     )  # fmt: skip
-    assert response.status_code in (200, 201), response.text
-    return sale_id
 
 
 async def join(
