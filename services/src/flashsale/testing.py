@@ -78,14 +78,18 @@ def make_settings(stores: Stores, **overrides: Any) -> Settings:
 # --- servers in threads ---------------------------------------------------------------------------
 
 
+GRACEFUL_SHUTDOWN_S = 3
+
+
 class ServerThread:
     """A real uvicorn serving `app` on 127.0.0.1:port from a thread with its own event loop; or
     a server already built (`server=`, e.g. the SSE server's own build), optionally on sockets
     bound beforehand. Leaving the block stops it and fails if it does not stop in time."""
 
-    # A stop ends streams at once and gives writers a few seconds (the SSE server's graceful
-    # timeout is 5 s), then closes the stores; 30 s means something hangs, even on a busy machine.
-    STOP_TIMEOUT_S = 30.0
+    # A stop gives running requests a few seconds (GRACEFUL_SHUTDOWN_S here, 5 s in the SSE
+    # server's own build), then closes the stores; 20 s means something hangs, even on a busy
+    # machine (and stays under pytest-timeout's 30 s, so the failure says what hung).
+    STOP_TIMEOUT_S = 20.0
 
     def __init__(
         self,
@@ -97,7 +101,15 @@ class ServerThread:
     ) -> None:
         if server is None:
             config = uvicorn.Config(
-                app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on"
+                app,
+                host="127.0.0.1",
+                port=port,
+                log_config=None,
+                access_log=False,
+                lifespan="on",
+                # Requests still running at the stop get this long: the mock gateway holds hung
+                # charges open for minutes, and an open dashboard stream never ends by itself.
+                timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
             )
             server = uvicorn.Server(config)
         self.server = server
