@@ -21,17 +21,10 @@ import uvicorn
 
 from flashsale.adapters.tokens import mint
 from flashsale.config import Settings
+from flashsale.gateway.model import FAST
 from flashsale.local.embedded import Stores, free_port
 
-FAST_GATEWAY = {
-    "latency_median_ms": 0,
-    "latency_p95_ms": 0,
-    "decline_rate": 0,
-    "unavailable_rate": 0,
-    "rate_limited_rate": 0,
-    "hang_rate": 0,
-    "seed": 7,
-}
+FAST_GATEWAY: dict[str, Any] = {**FAST, "seed": 7}
 
 
 def random_sale_id() -> str:

@@ -36,16 +36,11 @@ from tenacity import (
 from flashsale import config
 from flashsale.adapters import gateway_http
 from flashsale.domain import payments
-from flashsale.gateway import app
+from flashsale.gateway import app, model
 from flashsale.testing import ServerThread
 
 FAST: dict[str, Any] = {
-    "latency_median_ms": 0,
-    "latency_p95_ms": 0,
-    "decline_rate": 0,
-    "unavailable_rate": 0,
-    "rate_limited_rate": 0,
-    "hang_rate": 0,
+    **model.FAST,
     "hang_charge_share": 0.5,
     "unavailable_retry_after_share": 0.5,
     "retry_after_s": 1,

@@ -113,19 +113,8 @@ def model_from_settings(mock: config.MockGatewaySettings) -> model.FailureModel:
         "refusal_latency_share": mock.refusal_latency_share,
     }
     if mock.fast:
-        fast = model.FailureModel.fast()
-        fields |= {name: getattr(fast, name) for name in _FAST_FIELDS}
+        fields |= model.FAST
     return model.FailureModel(**fields)
-
-
-_FAST_FIELDS = (
-    "latency_median_ms",
-    "latency_p95_ms",
-    "decline_rate",
-    "unavailable_rate",
-    "rate_limited_rate",
-    "hang_rate",
-)
 
 
 # --- Request parsing ------------------------------------------------------------------------------

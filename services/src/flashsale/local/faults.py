@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 
+from flashsale.gateway.model import FAST
 from flashsale.local.embedded import EmbeddedPostgres, EmbeddedValkey
 from flashsale.local.stack import Stack
 
@@ -240,20 +241,11 @@ def _start_again(start: Any, what: str) -> None:
 
 # --- the mock gateway -----------------------------------------------------------------------------
 
-# The mock gateway's failure models the scenarios switch between (PUT /v1/admin/model).
-FAST_MODEL: dict[str, Any] = {
-    "latency_median_ms": 0,
-    "latency_p95_ms": 0,
-    "decline_rate": 0,
-    "unavailable_rate": 0,
-    "rate_limited_rate": 0,
-    "hang_rate": 0,
-}
-
 
 async def set_gateway_model(gateway_url: str, *, seed: int | None = 7, **model: Any) -> None:
-    """Replace the mock gateway's failure model: FAST_MODEL with `model` on top, seeded."""
+    """Replace the mock gateway's failure model: the fast one (gateway.model.FAST) with `model`
+    on top, seeded."""
     async with httpx.AsyncClient(base_url=gateway_url, timeout=5) as http:
-        response = await http.put("/v1/admin/model", json={**FAST_MODEL, **model, "seed": seed})
+        response = await http.put("/v1/admin/model", json={**FAST, **model, "seed": seed})
     if response.status_code != 200:
         raise FaultError(f"the gateway refused the model: {response.status_code} {response.text}")
