@@ -195,15 +195,14 @@ GATEWAY_MODES = ("hangs", "unavailable", "rate-limited", "declines", "slow")
 
 
 def gateway_modes(profile: Profile) -> dict[str, dict[str, Any]]:
-    """Each failure mode as a model. `slow` keeps the reference's ratio to the worker's timeout:
-    p95 10 s against the default 4 s timeout, scaled with it in the short profile."""
-    timeout_ms = profile.gateway_timeout_s * 1000
+    """Each failure mode as a model; `slow` as the profile sets it (Profile.slow_p95_ms)."""
+    p95_ms = profile.slow_p95_ms
     return {
         "hangs": {"hang_rate": 1.0, "hang_charge_share": 0.5},
         "unavailable": {"unavailable_rate": 1.0, "unavailable_retry_after_share": 0.5},
         "rate-limited": {"rate_limited_rate": 1.0, "retry_after_s": 1},
         "declines": {"decline_rate": 1.0},
-        "slow": {"latency_median_ms": timeout_ms / 2, "latency_p95_ms": timeout_ms * 2.5},
+        "slow": {"latency_median_ms": p95_ms / 5, "latency_p95_ms": p95_ms},
     }
 
 
