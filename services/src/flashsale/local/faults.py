@@ -93,21 +93,12 @@ def kill_child(stack: Stack, name: str) -> int:
 
 
 def wait_all_ready(stack: Stack, *, timeout_s: float) -> None:
-    """Until every process of the stack answers its health URL. Unlike Stack.wait_ready this
-    tolerates a child that is dead for a moment: the supervisor is restarting it."""
-    deadline = time.monotonic() + timeout_s
-    waiting = list(stack.children)
-    with httpx.Client(timeout=2.0) as client:
-        while waiting:
-            for child in list(waiting):
-                with contextlib.suppress(httpx.HTTPError):
-                    if child.alive() and client.get(child.health_url).status_code == 200:
-                        waiting.remove(child)
-            if waiting and time.monotonic() > deadline:
-                names = ", ".join(c.name for c in waiting)
-                raise FaultError(f"not ready after {timeout_s:.0f} s: {names}")
-            if waiting:
-                time.sleep(0.1)
+    """Until every process of the stack answers its health URL, waiting out a child that is dead
+    for a moment (the supervisor is restarting it)."""
+    try:
+        stack.wait_ready(timeout_s, restarting=True)
+    except RuntimeError as e:
+        raise FaultError(str(e)) from e
 
 
 def wait_child_ready(stack: Stack, name: str, *, old_pid: int, timeout_s: float) -> int:

@@ -295,13 +295,17 @@ class Stack:
         for child in self.children:
             child.start()
 
-    def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> None:
+    def wait_ready(self, timeout: float = READY_TIMEOUT_S, *, restarting: bool = False) -> None:
+        """Until every process answers its health URL. A process that exits fails the wait at
+        once, unless `restarting` (the supervisor is bringing killed processes back)."""
         deadline = time.monotonic() + timeout
         waiting = list(self.children)
         with httpx.Client(timeout=2.0) as client:
             while waiting:
                 for child in list(waiting):
                     if not child.alive():
+                        if restarting:
+                            continue
                         raise RuntimeError(
                             f"{child.name} exited during startup; see {child.log_path}:\n"
                             + _tail(child.log_path)
