@@ -153,7 +153,9 @@ def workers(settings: Settings, request: pytest.FixtureRequest) -> Iterator[Work
 
 @pytest.fixture
 async def client(api: ServerThread) -> AsyncIterator[httpx.AsyncClient]:
-    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+    # Idle connections are dropped before uvicorn's 5 s keep-alive timeout closes them: with both
+    # at 5 s, a request could go out on a connection the server was closing (httpx.ReadError).
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200, keepalive_expiry=2.0)
     async with httpx.AsyncClient(base_url=api.url, timeout=15.0, limits=limits) as http:
         yield http
 
